@@ -1,0 +1,1 @@
+"""attn_jax: attention in RNN encoder-decoders, in JAX/Flax."""

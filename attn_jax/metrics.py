@@ -1,0 +1,209 @@
+"""Corpus metrics for translation and alignment: BLEU/chrF (sacrebleu), exact match, BLEU by
+source-length bucket, argmax alignments from attention, and alignment error rate (AER).
+
+Pure numpy + sacrebleu (no JAX), so it runs anywhere: in the eval loop on host arrays, in
+plots/tables, and in tests.
+
+Conventions (see notes/contracts.md):
+- Alignment links are `(src_idx, tgt_idx)` pairs of 0-based word indices (Pharaoh "i-j" order).
+- Sure links S are a subset of possible links P; `aer` takes P ∪ S to be safe.
+- Scores: BLEU and chrF on sacrebleu's 0..100 scale; exact match and AER are fractions in [0, 1].
+- Source-length buckets are named "1-10", "11-20", "21-30", "31-40", "41+" (`LENGTH_BUCKETS`);
+  this module is their single definition (attn_jax.synthetic and attn_jax.data import them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from absl import logging
+import numpy as np
+from sacrebleu.metrics import BLEU, CHRF
+
+LENGTH_BUCKETS: tuple[str, ...] = ("1-10", "11-20", "21-30", "31-40", "41+")
+
+Link = tuple[int, int]  # (src_idx, tgt_idx)
+
+_EMPTY_NOTE = "|note:empty-corpus-score-set-to-0"
+
+
+# ---------------------------------------------------------------------------------------------
+# Length buckets
+# ---------------------------------------------------------------------------------------------
+
+
+def _bucket_range(name: str) -> tuple[int, float]:
+    """Parses a bucket name "a-b" (inclusive) or "a+" (open) into (low, high)."""
+    if name.endswith("+"):
+        return int(name[:-1]), float("inf")
+    low, high = name.split("-")
+    return int(low), int(high)
+
+
+def length_bucket(n: int, buckets: Sequence[str] = LENGTH_BUCKETS) -> str:
+    """Returns the name of the bucket holding a source of `n` words.
+
+    Buckets are "a-b" (inclusive) or "a+" names. A length below the first bucket's lower bound
+    (e.g. an empty source, n=0) falls into the first bucket; a negative length is an error.
+    """
+    if n < 0:
+        raise ValueError(f"length must be >= 0, got {n}")
+    for name in buckets:
+        low, high = _bucket_range(name)
+        if n <= high:
+            if n < low and name != buckets[0]:
+                raise ValueError(f"length {n} falls in a gap before bucket {name!r} of {buckets}")
+            return name
+    raise ValueError(f"length {n} is beyond the last bucket of {tuple(buckets)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# String metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_pair(hyps: Sequence[str], refs: Sequence[str]) -> None:
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
+
+
+def _signature_without_data(metric: BLEU | CHRF) -> str:
+    """sacrebleu only knows a signature (its nrefs field) after scoring: score one dummy pair."""
+    metric.corpus_score(["x"], [["x"]])
+    return str(metric.get_signature())
+
+
+def bleu(
+    hyps: Sequence[str], refs: Sequence[str], lowercase: bool = False, tokenize: str = "13a"
+) -> tuple[float, str]:
+    """Corpus BLEU (sacrebleu, one reference per hypothesis) and its signature string.
+
+    An empty corpus scores 0.0 (sacrebleu itself raises); the signature then ends with
+    `|note:empty-corpus-score-set-to-0` so the case is visible wherever the signature is logged.
+    """
+    _check_pair(hyps, refs)
+    metric = BLEU(lowercase=lowercase, tokenize=tokenize)
+    if not hyps:
+        logging.warning("bleu: empty corpus, returning 0.0")
+        return 0.0, _signature_without_data(metric) + _EMPTY_NOTE
+    score = float(metric.corpus_score(list(hyps), [list(refs)]).score)
+    return score, str(metric.get_signature())
+
+
+def chrf(hyps: Sequence[str], refs: Sequence[str]) -> tuple[float, str]:
+    """Corpus chrF (sacrebleu defaults: character 6-grams, beta=2) and its signature string.
+
+    An empty corpus scores 0.0 with the same signature note as `bleu`.
+    """
+    _check_pair(hyps, refs)
+    metric = CHRF()
+    if not hyps:
+        logging.warning("chrf: empty corpus, returning 0.0")
+        return 0.0, _signature_without_data(metric) + _EMPTY_NOTE
+    score = float(metric.corpus_score(list(hyps), [list(refs)]).score)
+    return score, str(metric.get_signature())
+
+
+def exact_match(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Fraction in [0, 1] of hypotheses equal to their reference after whitespace normalisation
+    (leading/trailing whitespace stripped, internal runs collapsed to one space). Case-sensitive.
+    An empty corpus gives 0.0."""
+    _check_pair(hyps, refs)
+    if not hyps:
+        return 0.0
+    hits = sum(" ".join(h.split()) == " ".join(r.split()) for h, r in zip(hyps, refs))
+    return hits / len(hyps)
+
+
+def bleu_by_length(
+    hyps: Sequence[str],
+    refs: Sequence[str],
+    src_lengths: Sequence[int],
+    buckets: Sequence[str] = LENGTH_BUCKETS,
+    lowercase: bool = False,
+    tokenize: str = "13a",
+) -> dict[str, float | None]:
+    """Corpus BLEU within each source-length bucket: {bucket name: BLEU, or None if empty}.
+
+    `src_lengths[i]` is the number of source words of sentence i (see `length_bucket`). Every
+    bucket name is a key, in `buckets` order, so downstream JSON always has the same shape.
+    """
+    _check_pair(hyps, refs)
+    if len(src_lengths) != len(hyps):
+        raise ValueError(f"{len(src_lengths)} source lengths for {len(hyps)} hypotheses")
+    members: dict[str, list[int]] = {name: [] for name in buckets}
+    for i, n in enumerate(src_lengths):
+        members[length_bucket(int(n), buckets)].append(i)
+    scores: dict[str, float | None] = {}
+    for name, idx in members.items():
+        if not idx:
+            scores[name] = None
+            continue
+        scores[name], _ = bleu([hyps[i] for i in idx], [refs[i] for i in idx], lowercase, tokenize)
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# Alignments
+# ---------------------------------------------------------------------------------------------
+
+
+def argmax_alignment(attention: np.ndarray, src_len: int, tgt_len: int) -> set[Link]:
+    """Hard alignment from soft attention: target word t links to argmax_s attention[t, s].
+
+    Args:
+      attention: [T, S] weights (rows: target steps, columns: source positions), T >= tgt_len and
+        S >= src_len. Rows past `tgt_len` (the EOS step, padding) and columns past `src_len`
+        (padding) are ignored.
+      src_len: number of real source words.
+      tgt_len: number of real target words.
+
+    Returns:
+      {(src_idx, tgt_idx)}: one link per target word (empty if src_len or tgt_len is 0).
+    """
+    attention = np.asarray(attention)
+    if attention.ndim != 2:
+        raise ValueError(f"attention must be [T, S], got shape {attention.shape}")
+    num_t, num_s = attention.shape
+    if not (0 <= tgt_len <= num_t and 0 <= src_len <= num_s):
+        raise ValueError(f"lengths (src={src_len}, tgt={tgt_len}) exceed attention [T={num_t}, S={num_s}]")
+    if src_len == 0 or tgt_len == 0:
+        return set()
+    best = np.argmax(attention[:tgt_len, :src_len], axis=-1)  # [tgt_len]
+    return {(int(s), t) for t, s in enumerate(best)}
+
+
+def _as_links(links: Iterable[Sequence[int]]) -> set[Link]:
+    return {(int(s), int(t)) for s, t in links}
+
+
+def aer(
+    predicted: Sequence[Iterable[Link]],
+    sure: Sequence[Iterable[Link]],
+    possible: Sequence[Iterable[Link]],
+) -> float:
+    """Corpus-level alignment error rate (Och & Ney 2003), in [0, 1], lower is better.
+
+        AER = 1 - (sum_i |A_i ∩ S_i| + sum_i |A_i ∩ P_i|) / (sum_i |A_i| + sum_i |S_i|)
+
+    with A the predicted links, S the sure and P the possible gold links of sentence i. Counts
+    are summed over the corpus before dividing (not an average of per-sentence AERs). P is taken
+    as P ∪ S, so gold data whose P omits S is scored as intended. Each argument is a list (one
+    entry per sentence) of iterables of (src_idx, tgt_idx) pairs.
+
+    Raises ValueError when the lists differ in length, or when there is nothing to score
+    (no predicted and no sure links in the whole corpus: AER is undefined).
+    """
+    if not len(predicted) == len(sure) == len(possible):
+        raise ValueError(f"lengths differ: {len(predicted)} predicted, {len(sure)} sure, {len(possible)} possible")
+    hits_sure = hits_possible = num_pred = num_sure = 0
+    for a_links, s_links, p_links in zip(predicted, sure, possible):
+        a, s = _as_links(a_links), _as_links(s_links)
+        p = _as_links(p_links) | s
+        hits_sure += len(a & s)
+        hits_possible += len(a & p)
+        num_pred += len(a)
+        num_sure += len(s)
+    if num_pred + num_sure == 0:
+        raise ValueError("AER is undefined: no predicted and no sure links in the corpus")
+    return 1.0 - (hits_sure + hits_possible) / (num_pred + num_sure)

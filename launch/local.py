@@ -1,0 +1,251 @@
+"""Local launcher: runs a sweep's trials as subprocesses, up to --parallel at a time.
+
+    python -m launch.local --sweep=configs/sweeps/scorer_hidden.py --sweep_dir=runs/scorer_hidden \
+        --parallel=2 [--seeds_mode=vmap|trials] [--only=scorer=dot] [--dry_run]
+
+Run from the repository root. Each trial runs `attn_jax.sweep.command(trial, sweep_dir)` in its
+own workdir SWEEP_DIR/NAME, with stdout and stderr appended to SWEEP_DIR/NAME/log.txt.
+SWEEP_DIR/status.json (rewritten atomically) holds every trial's state: pending, running,
+finished or failed (with the return code). A trial is finished iff its results.json exists:
+rerunning the same command skips finished trials and relaunches the others, which resume from
+their newest checkpoint. A crashing trial is marked failed and the others go on; the exit code
+is 1 if any trial failed. --dry_run validates the sweep and prints the exact commands, and
+writes nothing. Children inherit the environment, with WANDB_MODE=offline unless it is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from attn_jax import sweep
+
+RESULTS_FILE = "results.json"
+STATUS_FILE = "status.json"
+LOG_FILE = "log.txt"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m launch.local", description=__doc__,
+                                     allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sweep", required=True,
+                        help="sweep definition file with get_sweep(), e.g. configs/sweeps/scorer_hidden.py")
+    parser.add_argument("--sweep_dir", default=None,
+                        help="directory holding one workdir per trial (default: runs/<sweep name>)")
+    parser.add_argument("--parallel", type=int, default=1, help="trials run at once")
+    parser.add_argument("--seeds_mode", choices=sweep.SEEDS_MODES, default="vmap",
+                        help="vmap: all seeds of a grid point in one process; trials: one trial per seed")
+    parser.add_argument("--only", action="append", default=[],
+                        help="run only matching trials, e.g. 'scorer=dot' or 'scorer=dot,hidden_size=64' "
+                             "(repeatable; a trial matching any filter runs)")
+    parser.add_argument("--dry_run", action="store_true", help="print the commands; run and write nothing")
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the trials")
+    parser.add_argument("--module", default=sweep.TRAIN_MODULE,
+                        help="module each trial runs with -m (tests point this at a fake trainer)")
+    args = parser.parse_args(argv)
+    if args.parallel < 1:
+        parser.error("--parallel must be >= 1")
+    return args
+
+
+def is_finished(workdir: str) -> bool:
+    """The contract: a trial is finished iff WORKDIR/results.json exists."""
+    return os.path.exists(os.path.join(workdir, RESULTS_FILE))
+
+
+def _now() -> str:
+    return datetime.datetime.now().isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Writes JSON to path via a temporary file and os.replace (readers never see half a file)."""
+    tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+class StatusFile:
+    """SWEEP_DIR/status.json: {"sweep": ..., "updated": ..., "trials": {name: {...}}}.
+
+    Entries of trials outside this invocation (e.g. excluded by --only) are kept as they were.
+    """
+
+    def __init__(self, path: str, sweep_name: str):
+        self.path = path
+        self._lock = threading.Lock()
+        self.data: dict[str, Any] = {"sweep": sweep_name, "trials": {}}
+        if os.path.exists(path):
+            with open(path) as f:
+                self.data["trials"] = json.load(f).get("trials", {})
+
+    def update(self, name: str, **fields: Any) -> None:
+        with self._lock:
+            self.data["trials"].setdefault(name, {}).update(fields)
+            self.data["updated"] = _now()
+            write_json_atomic(self.path, self.data)
+
+    def get(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            return dict(self.data["trials"].get(name, {}))
+
+
+def child_env() -> dict[str, str]:
+    """The launcher's environment, with W&B offline unless WANDB_MODE is already set."""
+    env = dict(os.environ)
+    env.setdefault("WANDB_MODE", "offline")
+    return env
+
+
+class Runner:
+    """Runs trials as subprocesses and records their state in the status file."""
+
+    def __init__(self, sweep_dir: str, status: StatusFile, python: str, module: str):
+        self.sweep_dir = sweep_dir
+        self.status = status
+        self.python = python
+        self.module = module
+        self.stopping = threading.Event()
+        self._procs: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+
+    def run_trial(self, trial: sweep.Trial) -> str:
+        """Runs one trial to completion; returns its final status."""
+        if self.stopping.is_set():
+            return "pending"
+        wd = sweep.workdir(trial, self.sweep_dir)
+        os.makedirs(wd, exist_ok=True)
+        argv = sweep.command(trial, self.sweep_dir, python=self.python, module=self.module)
+        attempts = self.status.get(trial.name).get("attempts", 0) + 1
+        start = time.time()
+        self.status.update(trial.name, status="running", returncode=None, attempts=attempts,
+                           started=_now(), ended=None, wall_seconds=None, error=None)
+        with open(os.path.join(wd, LOG_FILE), "a") as log:
+            log.write(f"\n=== {_now()} attempt {attempts}: {shlex.join(argv)}\n")
+            log.flush()
+            try:
+                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env())
+            except OSError as e:  # E.g. a missing interpreter: this trial fails, the rest go on.
+                log.write(f"could not start: {e}\n")
+                self.status.update(trial.name, status="failed", returncode=None, ended=_now(),
+                                   error=f"could not start: {e}")
+                return "failed"
+            with self._lock:
+                self._procs.add(proc)
+            returncode = proc.wait()
+            with self._lock:
+                self._procs.discard(proc)
+        fields: dict[str, Any] = {"returncode": returncode, "ended": _now(),
+                                  "wall_seconds": round(time.time() - start, 1)}
+        if self.stopping.is_set() and returncode != 0:
+            state = "pending"  # Interrupted by the user: rerun it next time.
+        elif returncode == 0 and is_finished(wd):
+            state = "finished"
+        else:
+            state = "failed"
+            if returncode == 0:
+                fields["error"] = f"exited 0 without writing {RESULTS_FILE}"
+        self.status.update(trial.name, status=state, **fields)
+        return state
+
+    def stop(self) -> None:
+        """Stops launching new trials and terminates the running ones."""
+        self.stopping.set()
+        with self._lock:
+            for proc in self._procs:
+                proc.terminate()
+
+
+def print_summary(trials: Sequence[sweep.Trial], status: StatusFile, skipped: set[str]) -> None:
+    """A table of every trial of this invocation: name, status, return code, wall seconds."""
+    width = max([len("trial")] + [len(t.name) for t in trials])
+    print(f"\n{'trial':<{width}}  {'status':<9} {'rc':>4} {'wall_s':>8}")
+    counts: dict[str, int] = {}
+    for t in trials:
+        entry = status.get(t.name)
+        state = entry.get("status", "pending")
+        counts[state] = counts.get(state, 0) + 1
+        rc = entry.get("returncode")
+        wall = entry.get("wall_seconds")
+        note = "  (skipped: already finished)" if t.name in skipped else ""
+        print(f"{t.name:<{width}}  {state:<9} {'' if rc is None else rc:>4} "
+              f"{'' if wall is None else wall:>8}{note}")
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    print(f"{len(trials)} trials: {parts} ({len(skipped)} skipped as already finished)")
+
+
+def dry_run(trials: Sequence[sweep.Trial], sweep_dir: str, python: str, module: str) -> None:
+    """Prints the exact command of every trial that would run (finished ones as comments)."""
+    for t in trials:
+        cmd = shlex.join(sweep.command(t, sweep_dir, python=python, module=module))
+        if is_finished(sweep.workdir(t, sweep_dir)):
+            print(f"# skip (finished): {cmd}")
+        else:
+            print(cmd)
+    print(f"# {len(trials)} trials; logs: {sweep_dir}/NAME/{LOG_FILE}; status: {sweep_dir}/{STATUS_FILE}",
+          file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Validate (against the base config) and expand before anything runs.
+    spec, trials = sweep.load(args.sweep, args.seeds_mode)
+    trials = sweep.select(trials, args.only)
+    sweep_dir = args.sweep_dir or os.path.join("runs", spec["name"])
+    if args.dry_run:
+        dry_run(trials, sweep_dir, args.python, args.module)
+        return 0
+
+    os.makedirs(sweep_dir, exist_ok=True)
+    status = StatusFile(os.path.join(sweep_dir, STATUS_FILE), spec["name"])
+    skipped, todo = set(), []
+    for t in trials:
+        wd = sweep.workdir(t, sweep_dir)
+        if is_finished(wd):
+            skipped.add(t.name)
+            status.update(t.name, status="finished", workdir=wd)
+        else:
+            todo.append(t)
+            status.update(t.name, status="pending", workdir=wd)
+    print(f"sweep {spec['name']}: {len(trials)} trials, {len(skipped)} already finished, "
+          f"running {len(todo)} with --parallel={args.parallel} in {sweep_dir}", flush=True)
+
+    runner = Runner(sweep_dir, status, args.python, args.module)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel)
+    futures = {pool.submit(runner.run_trial, t): t for t in todo}
+    try:
+        for fut in concurrent.futures.as_completed(futures):
+            t = futures[fut]
+            print(f"[{_now()}] {t.name}: {fut.result()}", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted: terminating running trials (rerun the same command to resume)",
+              file=sys.stderr)
+        runner.stop()
+        pool.shutdown(wait=True, cancel_futures=True)
+        return 130
+    pool.shutdown(wait=True)
+    print_summary(trials, status, skipped)
+    failed = [t.name for t in trials if status.get(t.name).get("status") != "finished"]
+    if failed:
+        print(f"{len(failed)} trial(s) not finished (see their {LOG_FILE}): {', '.join(failed)}",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ValueError as e:  # An invalid sweep: a clear message, nothing has run.
+        sys.exit(f"error: {e}")

@@ -1,0 +1,118 @@
+"""Tests for the synthetic Hindi->English grammar (attn_jax/synthetic.py). About 5 s on CPU."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from attn_jax import synthetic
+from attn_jax.synthetic import LENGTH_BUCKETS, RUNNING_EXAMPLE, Example, length_bucket
+
+SIZES = {"train": 20000, "valid": 500, "test": 1000}
+
+
+@pytest.fixture(scope="module")
+def splits() -> dict[str, list[Example]]:
+    return synthetic.generate_splits(SIZES, seed=0)
+
+
+def _tokens(text: str) -> list[str]:
+    tokens = text.split(" ")
+    assert all(tokens) and text == text.strip().lower(), repr(text)  # single spaces, lowercase
+    return tokens
+
+
+def test_determinism_by_seed():
+    small = {"train": 300, "valid": 50, "test": 100}
+    first = synthetic.generate_splits(small, seed=0)
+    assert first == synthetic.generate_splits(small, seed=0)
+    other = synthetic.generate_splits(small, seed=1)
+    assert all(first[k] != other[k] for k in small)
+
+
+def test_sizes_and_disjoint_splits(splits):
+    assert {k: len(v) for k, v in splits.items()} == SIZES
+    sources = [{ex.src for ex in splits[k]} for k in ("train", "valid", "test")]
+    assert [len(s) for s in sources] == [SIZES["train"], SIZES["valid"], SIZES["test"]]
+    assert not sources[0] & sources[1] and not sources[0] & sources[2]
+    assert not sources[1] & sources[2]
+
+
+def test_links_valid(splits):
+    for ex in (ex for split in splits.values() for ex in split):
+        src, tgt = _tokens(ex.src), _tokens(ex.tgt)
+        assert list(ex.sure) == sorted(set(ex.sure)) and list(ex.possible) == sorted(set(ex.possible))
+        assert set(ex.sure) <= set(ex.possible)
+        assert all(0 <= i < len(src) and 0 <= j < len(tgt) for i, j in ex.possible)
+        assert {j for _, j in ex.possible} == set(range(len(tgt))), ex  # every target word linked
+        assert all(c.isalpha() or c == " " for c in ex.src + ex.tgt), ex  # no punctuation
+
+
+def test_format_and_parse_links():
+    links = ((0, 1), (2, 3), (10, 0))
+    assert synthetic.format_links(links) == "0-1 2-3 10-0"
+    assert synthetic.parse_links("0-1 2-3 10-0") == links
+    assert synthetic.parse_links("") == () and synthetic.format_links(()) == ""
+
+
+def test_running_example():
+    ex = RUNNING_EXAMPLE
+    assert (ex.src, ex.tgt) == ("mai ghar ja raha hoon", "i am going home")
+    gold = ((0, 0), (1, 3), (2, 2), (3, 2), (4, 1))  # i-mai home-ghar going-ja going-raha am-hoon
+    assert ex.sure == gold and ex.possible == gold
+
+
+def test_sampler_produces_running_example():
+    """It is an ordinary sentence of the grammar: the clause sampler draws it (p ~ 1/3000)."""
+    rng = random.Random(0)
+    for _ in range(60000):
+        if synthetic.to_example(synthetic.sample_clause(rng, "motion")) == RUNNING_EXAMPLE:
+            return
+    pytest.fail("sample_clause never produced the running example")
+
+
+def test_vocabulary_size(splits):
+    train = splits["train"]
+    assert len({w for ex in train for w in ex.src.split()}) >= 150
+    assert len({w for ex in train for w in ex.tgt.split()}) >= 150
+
+
+def test_lengths(splits):
+    train_lengths = [len(ex.src.split()) for ex in splits["train"]]
+    assert min(train_lengths) >= synthetic.MIN_SRC_LEN and max(train_lengths) <= synthetic.MAX_SRC_LEN
+    assert 14 <= sum(train_lengths) / len(train_lengths) <= 22
+    long_share = sum(length_bucket(n) == "41+" for n in train_lengths) / len(train_lengths)
+    assert 0.03 <= long_share <= 0.15
+    test_buckets = [length_bucket(len(ex.src.split())) for ex in splits["test"]]
+    for bucket in LENGTH_BUCKETS:  # stratified: an equal share per bucket
+        assert test_buckets.count(bucket) == SIZES["test"] // len(LENGTH_BUCKETS)
+    assert max(len(ex.src.split()) for ex in splits["test"]) >= 50
+
+
+def test_length_bucket():
+    assert LENGTH_BUCKETS == ("1-10", "11-20", "21-30", "31-40", "41+")
+    assert [length_bucket(n) for n in (3, 10, 11, 20, 21, 40, 41, 60)] == \
+        ["1-10", "1-10", "11-20", "11-20", "21-30", "31-40", "41+", "41+"]
+
+
+def test_translation_is_a_function():
+    """No source sentence gets two different targets (short sentences repeat often)."""
+    rng = random.Random(1)
+    seen: dict[str, str] = {}
+    repeats = 0
+    for _ in range(30000):
+        ex = synthetic.sample_example(rng, n_clauses=rng.choice((1, 1, 2)))
+        repeats += ex.src in seen
+        assert seen.setdefault(ex.src, ex.tgt) == ex.tgt, (ex.src, seen[ex.src], ex.tgt)
+    assert repeats > 100  # the check had something to compare
+
+
+def test_grammar_phenomena(splits):
+    """Reordering and function words that the issue asks for are all present."""
+    src = " ".join(ex.src for ex in splits["train"][:3000]).split()
+    tgt = " ".join(ex.tgt for ex in splits["train"][:3000]).split()
+    for word in ("ko", "ne", "mein", "par", "saath", "aur", "lekin", "kyonki", "jab", "agar", "ki"):
+        assert word in src, word
+    for word in ("the", "a", "to", "is", "of", "because", "when", "if", "that", "will"):
+        assert word in tgt, word
