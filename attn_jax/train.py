@@ -1,0 +1,266 @@
+r"""Train and evaluate an attention seq2seq model.
+
+    python -m attn_jax.train --config=configs/default.py --workdir=runs/demo \
+        [--config.model.scorer=dot --config.model.hidden_size=256 ...]
+
+Rerunning the same command resumes from the newest checkpoint in the workdir; a finished run
+(results.json present) is not retrained. The flow: config -> data -> model -> train step ->
+metrics/checkpoints -> evaluation -> heatmaps and results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from attn_jax import checkpoint, config as config_lib, data as data_lib, evaluate, models
+from attn_jax import plots, steps, synthetic, tracking
+
+EXAMPLE_SRC = synthetic.RUNNING_EXAMPLE.src
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot continue (NaN loss, incompatible resume); the message names the fix."""
+
+
+def _prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Creates the workdir, or checks that the one there belongs to this config."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir={workdir} is a file, not a directory; choose another path.")
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    current = json.loads(config.to_json())
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        bad = config_lib.resume_mismatches(saved, current)
+        if bad:
+            raise ValueError(
+                f"{workdir} holds a run with an incompatible config, so it cannot be resumed:\n  "
+                + "\n  ".join(bad) + "\nUse a new --workdir, or rerun with the saved values.")
+    with open(path + ".tmp", "w") as f:
+        json.dump(current, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def _window_metrics(window: list[dict[str, Any]], seconds: float, lr: float) -> list[dict]:
+    """Sums a logging window of step metrics (each [K]) into one row per replica."""
+    sums = {k: np.sum([m[k] for m in window], axis=0) for k in ("nll_sum", "weight")}
+    grad_norm = np.mean([m["grad_norm"] for m in window], axis=0)
+    rows = []
+    for k in range(len(sums["weight"])):
+        loss = float(sums["nll_sum"][k] / max(sums["weight"][k], 1.0))
+        rows.append({"loss": loss, "perplexity": float(np.exp(min(loss, 50.0))),
+                     "grad_norm": float(grad_norm[k]), "learning_rate": lr,
+                     "tokens_per_sec": float(sums["weight"][k] / max(seconds, 1e-9))})
+    return rows
+
+
+def _draw_heatmaps(workdir, data, scorer, texts, translations, seeds):
+    """attention/<name>.png for replica 0, and the running example's weights as JSON per seed."""
+    out_dir = os.path.join(workdir, "attention")
+    os.makedirs(out_dir, exist_ok=True)
+    images = {}
+    for name, text, (ids, attn) in zip(texts, texts.values(), translations[0]):
+        src = data.src_vocab.pieces(data.src_vocab.encode(text))
+        tgt = data.tgt_vocab.pieces(ids)
+        path = os.path.join(out_dir, f"{name}.png")
+        hyp = data.tgt_vocab.decode(ids)
+        plots.heatmap(attn[:, :len(src)], src, tgt, path, title=f"{scorer}: {hyp}")
+        images[name] = path
+    for seed, per in zip(seeds, translations):
+        ids, attn = per[0]  # The running example comes first.
+        with open(os.path.join(out_dir, f"running_example_seed{seed}.json"), "w") as f:
+            json.dump({"src": EXAMPLE_SRC.split(), "tgt": data.tgt_vocab.pieces(ids),
+                       "hyp": data.tgt_vocab.decode(ids), "scorer": scorer,
+                       "attention": None if scorer == "none" else
+                       np.asarray(attn[:, :len(EXAMPLE_SRC.split())]).round(5).tolist()}, f)
+    return images
+
+
+def _mean_metrics(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {}
+    for key, value in per_seed[0].items():
+        if isinstance(value, dict):
+            out[key] = {b: (None if any(p[key][b] is None for p in per_seed)
+                            else float(np.mean([p[key][b] for p in per_seed]))) for b in value}
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(np.mean([p[key] for p in per_seed]))
+        elif value is None:
+            out[key] = None
+        else:
+            out[key] = value
+    return out
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Runs (or resumes) training, evaluates on valid and test, returns results.json's content."""
+    start_time = time.time()
+    config_lib.validate(config)
+    _prepare_workdir(workdir, config)
+    results_path = os.path.join(workdir, "results.json")
+    if os.path.exists(results_path):
+        logging.info("%s already holds a finished run; not retraining.", workdir)
+        with open(results_path) as f:
+            return json.load(f)
+
+    data = data_lib.load(config.data, workdir)
+    logging.info("%s", data_lib.describe(data))
+    derived = config_lib.derive(
+        config, src_vocab_size=data.src_vocab.size, tgt_vocab_size=data.tgt_vocab.size,
+        steps_per_epoch=data_lib.steps_per_epoch(data, config.data.batch_size))
+    seeds, num_steps = derived.seeds, derived.num_steps
+    model = models.Seq2Seq(derived.model)
+    tx, schedule = steps.make_optimizer(config.train, num_steps)
+    state = steps.init_state(model, tx, seeds, data.buckets[0], data.buckets[0])
+    ckpts = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints)
+    tracker = tracking.Tracker(workdir, json.loads(config.to_json()), seeds, config.logging.wandb,
+                               config.logging.project, config.logging.entity, config.logging.group)
+    start = ckpts.latest_step() or 0
+    if start:
+        state = ckpts.restore(state)
+        tracker.truncate(start)
+        logging.info("Resumed from the checkpoint at step %d.", start)
+    else:
+        tracker.truncate(-1)
+
+    train_step = steps.make_train_step(model, tx, config.train.label_smoothing)
+    eval_step = steps.make_eval_step(model, config.eval.max_decode_extra)
+    attends = derived.model.scorer != "none"
+    batches = data_lib.train_batches(data, config.data.batch_size, seeds, start_step=start)
+    progress = None
+    if config.logging.progress_bar:
+        from tqdm import tqdm
+        progress = tqdm(total=num_steps, initial=start, desc="train", dynamic_ncols=True)
+
+    window, window_start = [], time.time()
+    for step in range(start, num_steps):
+        state, step_metrics = train_step(state, next(batches))
+        window.append(step_metrics)
+        done = step + 1
+        if progress:
+            progress.update(1)
+        if done % config.train.log_every == 0 or done == num_steps:
+            window = jax.device_get(window)
+            rows = _window_metrics(window, time.time() - window_start, float(schedule(step)))
+            bad = [s for s, r in zip(seeds, rows) if not np.isfinite(r["loss"])]
+            if bad:
+                raise TrainingError(
+                    f"The training loss became NaN/Inf by step {done} (seeds {bad}). Nothing was "
+                    f"saved after that; the last good checkpoint (step {ckpts.latest_step()}) is "
+                    "intact. Lower --config.train.learning_rate or --config.train.grad_clip and "
+                    "rerun the same command to resume from it.")
+            tracker.write(done, "train", rows)
+            if progress:
+                progress.set_postfix(loss=f"{rows[0]['loss']:.3f}",
+                                     tok_s=f"{sum(r['tokens_per_sec'] for r in rows):.0f}")
+            window, window_start = [], time.time()
+        evaluate_now = done % derived.eval_every == 0 or done == num_steps
+        if evaluate_now or done % derived.checkpoint_every == 0:
+            valid_bleu = None
+            if evaluate_now:
+                valid = evaluate.run_split(
+                    data, "valid", eval_step, state.params, batch_size=config.eval.batch_size,
+                    num_seeds=len(seeds), attends=attends, subset=config.eval.valid_subset)
+                tracker.write(done, "valid", valid.metrics)
+                valid_bleu = float(np.mean([m["bleu"] for m in valid.metrics]))
+                logging.info("step %d: valid BLEU %.2f", done, valid_bleu)
+            ckpts.save(done, state, valid_bleu)
+            window_start = time.time()  # Evaluation time is not training time.
+    if progress:
+        progress.close()
+
+    # Final evaluation: test (all of it) and valid (all of it), with the final parameters.
+    split_out = {}
+    test_ids = _heatmap_examples(data, config.eval.num_heatmaps)
+    for split in ("valid", "test"):
+        split_out[split] = evaluate.run_split(
+            data, split, eval_step, state.params, batch_size=config.eval.batch_size,
+            num_seeds=len(seeds), attends=attends, keep_attention=test_ids)
+    tracker.write(num_steps, "test", split_out["test"].metrics)
+    test_sp = data["test"]
+    texts = {"running_example": EXAMPLE_SRC}
+    texts.update({f"test_{i}": test_sp.src_text[i] for i in test_ids})
+    translations = evaluate.translate_texts(data, eval_step, state.params, list(texts.values()),
+                                            config.eval.batch_size)
+    images = _draw_heatmaps(workdir, data, derived.model.scorer, texts, translations, seeds)
+
+    results = {
+        "scorer": derived.model.scorer, "hidden_size": config.model.hidden_size,
+        "flow": derived.model.flow, "num_steps": num_steps,
+        "test": _mean_metrics(split_out["test"].metrics),
+        "valid": _mean_metrics(split_out["valid"].metrics),
+        "running_example": {"src": EXAMPLE_SRC, "hyp": data.tgt_vocab.decode(translations[0][0][0])},
+        "seeds": [{"seed": s, "test": split_out["test"].metrics[k],
+                   "valid": split_out["valid"].metrics[k]} for k, s in enumerate(seeds)],
+    }
+    for k, seed in enumerate(seeds):
+        sample = [(test_sp.src_text[i], test_sp.tgt_text[i], split_out["test"].hyps[k][i])
+                  for i in range(min(20, len(test_sp)))]
+        tracker.log_media(seed, num_steps, images if k == 0 else {}, sample,
+                          ("source", "reference", "hypothesis"))
+        tracker.summary(seed, {"test": split_out["test"].metrics[k]})
+    ckpts.close()
+    tracker.close()
+    results["wall_seconds"] = time.time() - start_time  # This invocation (resumes count anew).
+    with open(results_path + ".tmp", "w") as f:
+        json.dump(tracking._clean(results), f, indent=2)
+    os.replace(results_path + ".tmp", results_path)
+    return results
+
+
+def _heatmap_examples(data: data_lib.Data, count: int) -> list[int]:
+    """`count` test examples spread over the source lengths (short to long)."""
+    sp = data["test"]
+    order = np.argsort([len(s) for s in sp.src_ids], kind="stable")
+    if not count:
+        return []
+    picks = np.linspace(0, len(order) - 1, count + 2)[1:-1] if count > 1 else [len(order) // 4]
+    return sorted({int(order[int(p)]) for p in picks})
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
+
+
+def _quiet_orbax() -> None:
+    """Orbax logs every save step at INFO through absl; keep the run's own log readable."""
+    logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
+
+
+def _main(argv):
+    del argv
+    _quiet_orbax()
+    if _WORKDIR.value is None:
+        raise app.UsageError("--workdir is required.")
+    results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    test = results["test"]
+    print(json.dumps({"test_bleu": test["bleu"], "test_exact_match": test["exact_match"],
+                      "test_aer": test["aer"], "test_perplexity": test["perplexity"],
+                      "running_example": results["running_example"]["hyp"],
+                      "wall_seconds": results.get("wall_seconds")}, indent=1))
+
+
+def main():
+    try:
+        config_lib.check_overrides(sys.argv[1:])  # Rewords unknown keys before absl sees them.
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    try:
+        app.run(_main)
+    except (ValueError, TrainingError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
