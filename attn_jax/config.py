@@ -107,6 +107,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError("Set train.num_steps or train.num_epochs (both are 0).")
     if not 0 <= t.label_smoothing < 1:
         raise ValueError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}.")
+    # The model's names and sizes (vocabulary sizes are placeholders until the data is loaded).
+    models.ModelConfig.from_config(config.model, src_vocab_size=1, tgt_vocab_size=1,
+                                   max_source_len=max(config.data.buckets))
 
 
 def derive(config: ml_collections.ConfigDict, *, src_vocab_size: int, tgt_vocab_size: int,

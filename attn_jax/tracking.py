@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 from typing import Any, Sequence
 
 import numpy as np
@@ -65,7 +66,7 @@ class Tracker:
         runs = {}
         for seed in self.seeds:
             kwargs = {} if under_agent else {
-                "id": ids.setdefault(str(seed), wandb.util.generate_id()), "resume": "allow"}
+                "id": ids.setdefault(str(seed), uuid.uuid4().hex[:12]), "resume": "allow"}
             runs[seed] = wandb.init(
                 project=project, entity=entity or None, group=group, mode=mode, dir=wandb_dir,
                 name=f"{group}-seed{seed}" if len(self.seeds) > 1 else group,

@@ -125,6 +125,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     ckpts = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints)
     tracker = tracking.Tracker(workdir, json.loads(config.to_json()), seeds, config.logging.wandb,
                                config.logging.project, config.logging.entity, config.logging.group)
+    try:
+        return _run(config, workdir, data, derived, model, tx, schedule, state, ckpts, tracker,
+                    start_time)
+    finally:
+        ckpts.close()  # Waits for in-flight saves: finished work is never lost.
+        tracker.close()
+
+
+def _run(config, workdir, data, derived, model, tx, schedule, state, ckpts, tracker, start_time):
+    seeds, num_steps = derived.seeds, derived.num_steps
+    results_path = os.path.join(workdir, "results.json")
     start = ckpts.latest_step() or 0
     if start:
         state = ckpts.restore(state)
@@ -209,8 +220,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         tracker.log_media(seed, num_steps, images if k == 0 else {}, sample,
                           ("source", "reference", "hypothesis"))
         tracker.summary(seed, {"test": split_out["test"].metrics[k]})
-    ckpts.close()
-    tracker.close()
     results["wall_seconds"] = time.time() - start_time  # This invocation (resumes count anew).
     with open(results_path + ".tmp", "w") as f:
         json.dump(tracking._clean(results), f, indent=2)

@@ -37,9 +37,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.vocab_size = 8000  # Sentencepiece vocabulary size (ignored by 'word').
     data.spm_model_type = "bpe"  # Sentencepiece model type: 'bpe' | 'unigram'.
     data.joint_vocab = False  # Sentencepiece: one model for both languages.
-    data.buckets = (16, 32, 48, 64)  # Padded lengths; a pair goes to the smallest that fits.
+    data.buckets = (16, 32, 48, 72)  # Padded lengths; a pair goes to the smallest that fits.
     data.batch_size = 64  # Sentences per training batch.
-    data.max_len = 64  # Longest pair kept in train (longer ones are filtered and counted).
+    data.max_len = 72  # Longest pair kept in train (longer ones are filtered and counted).
 
     config.model = model = ml_collections.ConfigDict()
     model.scorer = "additive"  # none|additive|dot|general|scaled_dot|location|multihead.
@@ -90,7 +90,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if arg == "tiny":  # A smoke run for tests: tiny data, tiny model, a few steps.
         data.train_size, data.valid_size, data.test_size = 400, 40, 50
-        data.buckets = (16, 32, 64)
+        data.buckets = (24, 72)
         data.batch_size = 16
         model.hidden_size = 16
         train.num_steps = 12

@@ -1,0 +1,177 @@
+"""End-to-end: a tiny run trains, writes every artifact, resumes exactly, and refuses bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from attn_jax import steps, train
+from attn_jax.config import load_config_file
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+def tiny_config(tfds_dir, **overrides):
+    config = load_config_file(os.path.join(REPO, "configs/default.py:tiny"))
+    config.data.tfds_dir = tfds_dir
+    for key, value in overrides.items():
+        section, field = key.split(".")
+        config[section][field] = value
+    return config
+
+
+def rows(workdir, split=None):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        out = [json.loads(line) for line in f]
+    return [r for r in out if split is None or r["split"] == split]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tfds_dir):
+    workdir = str(tmp_path_factory.mktemp("run"))
+    config = tiny_config(tfds_dir, **{"logging.wandb": "offline"})
+    results = train.train_and_evaluate(config, workdir)
+    return workdir, results
+
+
+def test_end_to_end_loss_falls_and_artifacts_exist(finished_run):
+    workdir, results = finished_run
+    train_rows = rows(workdir, "train")
+    assert [r["step"] for r in train_rows] == [3, 6, 9, 12]
+    assert train_rows[-1]["loss"] < train_rows[0]["loss"]
+    assert [r["step"] for r in rows(workdir, "valid")] == [6, 12]
+    for key in ("bleu", "exact_match", "aer", "perplexity", "bleu_by_length"):
+        assert key in results["test"], key
+    assert set(results["test"]["bleu_by_length"]) == {"1-10", "11-20", "21-30", "31-40", "41+"}
+    assert 0 <= results["test"]["aer"] <= 1 and results["test"]["perplexity"] > 1
+    assert results["wall_seconds"] > 0
+    with open(os.path.join(workdir, "results.json")) as f:
+        assert json.load(f)["test"]["bleu"] == results["test"]["bleu"]
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["model"]["scorer"] == "additive"
+    assert os.listdir(os.path.join(workdir, "checkpoints", "last"))
+    assert os.listdir(os.path.join(workdir, "checkpoints", "best"))
+    pngs = [f for f in os.listdir(os.path.join(workdir, "attention")) if f.endswith(".png")]
+    assert "running_example.png" in pngs and len(pngs) >= 2
+    example = json.load(open(os.path.join(workdir, "attention", "running_example_seed0.json")))
+    assert np.asarray(example["attention"]).shape[1] == 5  # mai ghar ja raha hoon
+    # W&B ran offline, entirely inside the workdir.
+    offline = os.listdir(os.path.join(workdir, "wandb", "wandb"))
+    assert any(d.startswith("offline-run-") for d in offline)
+
+
+def test_rerun_of_finished_run_does_not_retrain(finished_run, tfds_dir):
+    workdir, results = finished_run
+    before = len(rows(workdir))
+    again = train.train_and_evaluate(tiny_config(tfds_dir), workdir)
+    assert again["test"]["bleu"] == results["test"]["bleu"] and len(rows(workdir)) == before
+
+
+class Killed(Exception):
+    pass
+
+
+def _kill_after(monkeypatch, calls):
+    """Make the train step raise after `calls` steps, like a killed process."""
+    real = steps.make_train_step
+
+    def make(*args, **kwargs):
+        step = real(*args, **kwargs)
+        count = [0]
+
+        def wrapped(state, batch):
+            count[0] += 1
+            if count[0] > calls:
+                raise Killed()
+            return step(state, batch)
+
+        return wrapped
+
+    monkeypatch.setattr(steps, "make_train_step", make)
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path, tfds_dir, finished_run, monkeypatch):
+    reference, _ = finished_run
+    workdir = str(tmp_path / "resumed")
+    config = tiny_config(tfds_dir)
+    _kill_after(monkeypatch, 8)  # Checkpoint at step 6, killed during step 9.
+    with pytest.raises(Killed):
+        train.train_and_evaluate(config, workdir)
+    assert max(r["step"] for r in rows(workdir)) == 6
+    monkeypatch.undo()
+    train.train_and_evaluate(config, workdir)
+
+    def losses(w):
+        return [(r["step"], r["split"], r["loss"], r.get("bleu")) for r in rows(w)]
+
+    got, want = losses(workdir), losses(reference)
+    assert [g[:2] for g in got] == [w[:2] for w in want]
+    np.testing.assert_allclose([g[2] for g in got], [w[2] for w in want], rtol=1e-5)
+    assert [g[3] for g in got] == [w[3] for w in want]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tfds_dir, monkeypatch):
+    workdir = str(tmp_path / "nan")
+    real = steps.make_train_step
+
+    def make(*args, **kwargs):
+        step = real(*args, **kwargs)
+        count = [0]
+
+        def wrapped(state, batch):
+            count[0] += 1
+            state, metrics = step(state, batch)
+            if count[0] == 8:
+                metrics = dict(metrics, nll_sum=metrics["nll_sum"] * np.nan)
+            return state, metrics
+
+        return wrapped
+
+    monkeypatch.setattr(steps, "make_train_step", make)
+    with pytest.raises(train.TrainingError, match="last good checkpoint \\(step 6\\) is intact"):
+        train.train_and_evaluate(tiny_config(tfds_dir), workdir)
+    assert "6" in os.listdir(os.path.join(workdir, "checkpoints", "last"))
+    assert not os.path.exists(os.path.join(workdir, "results.json"))
+
+
+def test_resume_with_different_hidden_size_is_refused(finished_run, tfds_dir):
+    workdir, _ = finished_run
+    before = open(os.path.join(workdir, "config.json")).read()
+    with pytest.raises(ValueError, match="model.hidden_size: saved 16, now 32"):
+        train.train_and_evaluate(tiny_config(tfds_dir, **{"model.hidden_size": 32}), workdir)
+    assert open(os.path.join(workdir, "config.json")).read() == before
+
+
+def test_workdir_that_is_a_file_is_refused(tmp_path, tfds_dir):
+    path = tmp_path / "afile"
+    path.write_text("keep me")
+    with pytest.raises(ValueError, match="is a file"):
+        train.train_and_evaluate(tiny_config(tfds_dir), str(path))
+    assert path.read_text() == "keep me"
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "attn_jax.train", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_unknown_scorer_and_unknown_key(tmp_path):
+    workdir = tmp_path / "cli"
+    result = _cli("--config=configs/default.py:tiny", f"--workdir={workdir}",
+                  "--config.model.scorer=bilinear")
+    assert result.returncode != 0
+    assert "valid scorers: none, additive, dot, general, scaled_dot, location, multihead" in \
+        result.stderr
+    assert not os.path.exists(workdir / "checkpoints")
+    result = _cli("--config=configs/default.py:tiny", f"--workdir={workdir}",
+                  "--config.model.scorr=dot")
+    assert result.returncode != 0
+    assert "Unknown config key 'model.scorr'" in result.stderr and "model.scorer" in result.stderr
