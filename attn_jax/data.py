@@ -237,6 +237,21 @@ def _build_vocab(cfg: Any, texts: Sequence[str]) -> Vocab:
     return SentencePieceVocab.train(texts, cfg.vocab_size, cfg.spm_model_type)
 
 
+def load_vocabs(workdir: str) -> tuple[Vocab, Vocab]:
+    """The (src, tgt) vocabularies a run saved under WORKDIR/vocab/ (for inference)."""
+    vocab_dir = os.path.join(workdir, "vocab")
+    meta_path = os.path.join(vocab_dir, "meta.json")
+    if not os.path.exists(meta_path):
+        raise FileNotFoundError(f"{workdir} has no saved vocabulary ({meta_path}); is it a run dir?")
+    with open(meta_path, encoding="utf-8") as f:
+        meta = json.load(f)
+    cls = _VOCAB_CLASSES[meta["vocab"]]
+    if meta["joint_vocab"]:
+        vocab = cls.load(os.path.join(vocab_dir, "joint"))
+        return vocab, vocab
+    return cls.load(os.path.join(vocab_dir, "src")), cls.load(os.path.join(vocab_dir, "tgt"))
+
+
 def load_or_build_vocabs(cfg: Any, workdir: str, train: Sequence[Pair]) -> tuple[Vocab, Vocab]:
     """Loads (src, tgt) vocabularies from WORKDIR/vocab/, or builds them on `train` and saves them.
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import pytest
 
 from attn_jax import synthetic
-from attn_jax.synthetic import LENGTH_BUCKETS, RUNNING_EXAMPLE, Example, length_bucket
+from attn_jax.synthetic import LENGTH_BUCKETS, NOUN, NP, RUNNING_EXAMPLE, Example, length_bucket
+
+# sha256 of "src\ttgt\n" for the first 200 test pairs of generate_splits(SIZES, seed=0): the texts
+# must not change when only the alignment conventions change.
+TEST_TEXT_SHA256 = "1c51e4e1bc7304f917b62381ace626e1c69d339fa5f4df27d0509d6200dfca6c"
 
 SIZES = {"train": 20000, "valid": 500, "test": 1000}
 
@@ -29,6 +34,11 @@ def test_determinism_by_seed():
     assert first == synthetic.generate_splits(small, seed=0)
     other = synthetic.generate_splits(small, seed=1)
     assert all(first[k] != other[k] for k in small)
+
+
+def test_texts_fixed_for_seed(splits):
+    text = "".join(f"{ex.src}\t{ex.tgt}\n" for ex in splits["test"][:200])
+    assert hashlib.sha256(text.encode()).hexdigest() == TEST_TEXT_SHA256
 
 
 def test_sizes_and_disjoint_splits(splits):
@@ -116,3 +126,46 @@ def test_grammar_phenomena(splits):
         assert word in src, word
     for word in ("the", "a", "to", "is", "of", "because", "when", "if", "that", "will"):
         assert word in tgt, word
+
+
+def _links(ex: Example) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(sure, possible-only) links as (source word, target word) pairs."""
+    src, tgt = ex.src.split(), ex.tgt.split()
+    sure = {(src[i], tgt[j]) for i, j in ex.sure}
+    return sure, {(src[i], tgt[j]) for i, j in ex.possible} - sure
+
+
+def test_phrase_conventions():
+    """Idioms link all pairs; "the" and prepositions are P-linked to the whole noun phrase."""
+    sure, maybe = _links(synthetic.to_example(synthetic.TIMES["past"][-1]))
+    assert sure == {("kal", "last"), ("raat", "night")}
+    assert maybe == {("kal", "night"), ("raat", "last")}
+    table = NP(NOUN["mez"], adj=next(a for a in synthetic.ADJS if a.hi == "purana"))
+    ex = synthetic.to_example(synthetic.np_with(table, synthetic.lex("par", "on")))
+    assert (ex.src, ex.tgt) == ("purani mez par", "on the old table")
+    sure, maybe = _links(ex)
+    assert sure == {("par", "on"), ("purani", "old"), ("mez", "table")}
+    assert maybe == {("purani", "the"), ("mez", "the"), ("purani", "on"), ("mez", "on")}
+
+
+def test_verb_group_conventions():
+    """do-support and "will": P links to the whole Hindi verb group; be-auxiliaries: to "nahin"."""
+    sita, verb = NP(NOUN["sita"]), synthetic.VERB
+    ex = synthetic.to_example(synthetic.clause(sita, verb["intr", "naach"], "past", neg=True))
+    assert (ex.src, ex.tgt) == ("sita nahin naachi", "sita did not dance")
+    sure, maybe = _links(ex)
+    assert ("naachi", "did") in sure and ("nahin", "did") in maybe
+    ex = synthetic.to_example(synthetic.clause(sita, verb["intr", "so"], "prog", neg=True))
+    assert (ex.src, ex.tgt) == ("sita nahin so rahi hai", "sita is not sleeping")
+    sure, maybe = _links(ex)
+    assert ("hai", "is") in sure and {w for w, e in maybe if e == "is"} == {"nahin"}
+
+
+def test_article_links(splits):
+    """"the" has no sure link; it is P-linked to the source of the next word (adjective or noun)."""
+    for ex in splits["test"]:
+        for j, word in enumerate(ex.tgt.split()):
+            if word == "the":
+                assert not any(t == j for _, t in ex.sure), ex
+                after = {i for i, t in ex.sure if t == j + 1}
+                assert after and after <= {i for i, t in ex.possible if t == j}, (ex, j)

@@ -175,3 +175,24 @@ def test_cli_unknown_scorer_and_unknown_key(tmp_path):
                   "--config.model.scorr=dot")
     assert result.returncode != 0
     assert "Unknown config key 'model.scorr'" in result.stderr and "model.scorer" in result.stderr
+
+
+def test_vmapped_seeds_equal_separate_runs(tmp_path, tfds_dir, finished_run):
+    """K=2 replicas in one process == a seed-0 run and a seed-1 run (metrics to 1e-5)."""
+    seed0, _ = finished_run
+    seed1 = str(tmp_path / "seed1")
+    both = str(tmp_path / "both")
+    train.train_and_evaluate(tiny_config(tfds_dir, **{"train.seed": 1}), seed1)
+    results = train.train_and_evaluate(tiny_config(tfds_dir, **{"train.num_seeds": 2}), both)
+    assert [s["seed"] for s in results["seeds"]] == [0, 1]
+    keys = ("loss", "perplexity", "bleu", "exact_match", "aer")
+    for seed, single in ((0, seed0), (1, seed1)):
+        want = rows(single)
+        got = [r for r in rows(both) if r["seed"] == seed]
+        assert [(r["step"], r["split"]) for r in got] == [(r["step"], r["split"]) for r in want]
+        for g, w in zip(got, want):
+            for key in keys:
+                if key in w and w[key] is not None:
+                    np.testing.assert_allclose(g[key], w[key], rtol=1e-5, atol=1e-5, err_msg=key)
+    assert results["test"]["bleu"] == pytest.approx(
+        np.mean([s["test"]["bleu"] for s in results["seeds"]]))
