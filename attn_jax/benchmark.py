@@ -21,6 +21,7 @@ Per scorer and K it reports:
             so it includes earlier rows); dev peak = device memory_stats()['peak_bytes_in_use']
             where the backend has it (GPU; also lifetime), else '-'; XLA MB = the compiled
             step's argument + output + temp bytes minus aliased (donated) ones.
+The K replicas start from copies of replica 0's parameters (see `_init_replicas`).
 dot and scaled_dot need decoder size == annotation size; when the shape does not satisfy that,
 their rows use encoder_hidden = decoder_hidden // 2 per direction and are marked '*'.
 
@@ -32,23 +33,28 @@ Commands (repo root):
     python -m attn_jax.benchmark --scorers=additive --hidden_size=128 --batch_size=32 \
         --num_seeds=1,2,4,8 --steps=5
 
-Measured 2026-11-25 on a shared 2-core CPU (jax 0.10.2, XLA CPU backend; others were running jobs,
-load average 1.5-2.5, so times are noisy, +-20%). Matmul peak (2048^3, f32): ~48 GFLOP/s.
+Measured 2026-11-25 on a shared 2-core AMD EPYC CPU VM (jax 0.10.2, XLA CPU; another user's
+training job ran throughout, load average 1-2 for the first table and 2-6 for the second, so
+times are noisy). The f32 2048^3 matmul reference itself varied 86-178 GFLOP/s between runs
+(contention), so %peak is only indicative; 88 GFLOP/s for the first table.
 
-Default shape (emb 256, enc 512/dir bi-GRU, dec 512, batch 128, len 40, vocab 7.8k/5.9k), K=1:
+Default shape (emb 256, bi-GRU 512/dir, dec 512, batch 128, len 40, vocab 7.8k/5.9k), K=1,
+--steps=3 --warmup=1, 1804 real target tokens per batch (of 5120 positions):
 
-    scorer   tok/s  step ms  compile s  XLA GF/tok  MM GF/tok  GF/s  %pk  RSS GB
-    additive   176     9578       10.9       0.162      0.191    34  0.71    1.9
-    dot*       191     8811        9.4       0.157      0.179    34  0.70    2.1
+    scorer     tok/s  step ms  compile s  XLA MF/tok  MM MF/tok  GF/s  RSS MB  XLA MB
+    additive     627     2877        4.4       13.4      168.8   106    2404    1809
+    dot*        1085     1662        3.4        3.1      110.3   120    2404     798
     * dot-family rows use encoder 256/direction so that sizes match (annotations 512 = decoder).
 
-K replicas, additive, batch 32 (step ms, ratio to K=1):
+K vmapped replicas, additive, --hidden_size=H --batch_size=32 --steps=5 (step ms, ratio to K=1):
 
-    hidden   K=1        K=2          K=4          K=8
-    64       171        317 (1.85)   587 (3.43)   1165 (6.81)
-    128      316        614 (1.94)  1197 (3.79)   2405 (7.61)
+    H     K=1    K=2           K=4           K=8
+    64    195    381 (1.95)    737 (3.78)    1718 (8.80)
+    128   365    629 (1.72)   1205 (3.30)    2736 (7.50)
 
-(On this CPU, vmapped replicas scale almost linearly: the 2 cores are already busy at K=1.)
+On this CPU replicas barely amortise (the 2 cores are already busy at K=1): K replicas cost
+~K times one. At the default shape the output layer (512 -> 5,900 at all 40 padded positions)
+is ~30% of the additive MM count, and 65% of target positions are padding.
 """
 
 from __future__ import annotations

@@ -21,12 +21,10 @@ from attn_jax import metrics
 
 @dataclasses.dataclass
 class SplitOutput:
-    """Per replica: metrics, hypotheses (by example index) and greedy attention of some examples."""
+    """Per replica: metrics and hypotheses (by example index)."""
 
     metrics: list[dict[str, Any]]
     hyps: list[list[str]]
-    attention: list[dict[int, np.ndarray]]  # seed -> {example index: [T_hyp, S]}
-    hyp_tokens: list[dict[int, list[int]]]
 
 
 def _trim(tokens: np.ndarray) -> list[int]:
@@ -39,33 +37,39 @@ def _trim(tokens: np.ndarray) -> list[int]:
     return out
 
 
+def _beam_outputs(beam_step, params, src, alpha: float, num_seeds: int) -> dict[str, np.ndarray]:
+    """Best beam hypothesis per replica: tokens [K, B, L], attention [K, B, L, S]."""
+    best = []
+    for k in range(num_seeds):
+        res = jax.device_get(beam_step(jax.tree.map(lambda x: x[k], params), src, alpha))
+        best.append((res["tokens"][:, 0], res["attention"][:, 0]))
+    return {"tokens": np.stack([b[0] for b in best]), "attention": np.stack([b[1] for b in best])}
+
+
 def run_split(data: data_lib.Data, split: str, eval_step, params, *, batch_size: int,
-              num_seeds: int, attends: bool, subset: int = 0,
-              keep_attention: Sequence[int] = ()) -> SplitOutput:
+              num_seeds: int, attends: bool, subset: int = 0, beam_step=None,
+              length_penalty: float = 0.6) -> SplitOutput:
+    """Evaluates every replica on `split` (its first `subset` examples if > 0). Translations come
+    from greedy decoding, or from beam search when `beam_step` (steps.make_beam_step) is given."""
     sp = data[split]
     n = len(sp) if not subset else min(subset, len(sp))
-    keep = set(keep_attention)
     nll = np.zeros(num_seeds)
     weight = 0.0
     hyps = [[""] * n for _ in range(num_seeds)]
-    hyp_tokens = [dict() for _ in range(num_seeds)]
-    attention = [dict() for _ in range(num_seeds)]
     predicted = [[set() for _ in range(n)] for _ in range(num_seeds)]
     for batch in data_lib.eval_batches(data, split, batch_size):
         rows = [(r, i) for r, i in enumerate(batch["index"].tolist()) if 0 <= i < n]
         if not rows:
             continue
         out = jax.device_get(eval_step(params, batch))
+        if beam_step is not None:
+            out.update(_beam_outputs(beam_step, params, batch["src"], length_penalty, num_seeds))
         live = np.array([r for r, _ in rows])
         weight += float(out["weight"][0, live].sum())
         for k in range(num_seeds):
             nll[k] += float(out["nll"][k, live].sum())
             for r, i in rows:
-                ids = _trim(out["tokens"][k, r])
-                hyps[k][i] = sp_decode(data, ids)
-                if i in keep:
-                    hyp_tokens[k][i] = ids
-                    attention[k][i] = out["attention"][k, r, :len(ids)]
+                hyps[k][i] = data.tgt_vocab.decode(_trim(out["tokens"][k, r]))
                 if attends and sp.sure is not None:
                     predicted[k][i] = metrics.argmax_alignment(
                         out["forced_attention"][k, r], len(sp.src_ids[i]), len(sp.tgt_ids[i]))
@@ -84,11 +88,7 @@ def run_split(data: data_lib.Data, split: str, eval_step, params, *, batch_size:
                                   [set(p) for p in sp.possible[:n]])
                       if attends and sp.sure is not None else None)
         results.append(row)
-    return SplitOutput(metrics=results, hyps=hyps, attention=attention, hyp_tokens=hyp_tokens)
-
-
-def sp_decode(data: data_lib.Data, ids: Sequence[int]) -> str:
-    return data.tgt_vocab.decode(ids)
+    return SplitOutput(metrics=results, hyps=hyps)
 
 
 def source_batch(data: data_lib.Data, texts: Sequence[str], batch_size: int) -> dict[str, np.ndarray]:

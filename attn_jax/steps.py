@@ -46,8 +46,14 @@ def make_optimizer(train: ml_collections.ConfigDict, num_steps: int):
 
 def init_state(model: models.Seq2Seq, tx: optax.GradientTransformation, seeds, src_len: int,
                tgt_len: int) -> TrainState:
-    """K replicas, replica k initialised from jax.random.key(seeds[k])."""
+    """K replicas, replica k initialised from jax.random.key(seeds[k]).
 
+    Replicas are initialised one at a time (one compiled init, reused) and stacked: a vmapped
+    init would batch the GRU's orthogonal-init QR decompositions, which deadlocks XLA's CPU
+    thread pool on 2 cores.
+    """
+
+    @jax.jit
     def one(seed):
         key = jax.random.key(seed)
         params = models.init_params(model, jax.random.fold_in(key, 0), src_len, tgt_len)
@@ -55,7 +61,8 @@ def init_state(model: models.Seq2Seq, tx: optax.GradientTransformation, seeds, s
                           opt_state=tx.init(params),
                           key=jax.random.key_data(jax.random.fold_in(key, 1)))
 
-    return jax.jit(jax.vmap(one))(jnp.asarray(seeds, jnp.uint32))
+    replicas = [one(jnp.uint32(seed)) for seed in seeds]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *replicas)
 
 
 def cross_entropy(logits: jax.Array, targets: jax.Array, smoothing: float = 0.0):

@@ -78,6 +78,8 @@ def _draw_heatmaps(workdir, data, scorer, texts, translations, seeds):
         plots.heatmap(attn[:, :len(src)], src, tgt, path, title=f"{scorer}: {hyp}")
         images[name] = path
     for seed, per in zip(seeds, translations):
+        if "running_example" not in texts:
+            break
         ids, attn = per[0]  # The running example comes first.
         with open(os.path.join(out_dir, f"running_example_seed{seed}.json"), "w") as f:
             json.dump({"src": EXAMPLE_SRC.split(), "tgt": data.tgt_vocab.pieces(ids),
@@ -146,6 +148,9 @@ def _run(config, workdir, data, derived, model, tx, schedule, state, ckpts, trac
 
     train_step = steps.make_train_step(model, tx, config.train.label_smoothing)
     eval_step = steps.make_eval_step(model, config.eval.max_decode_extra)
+    beam_step = (steps.make_beam_step(model, config.eval.beam_size, config.eval.max_decode_extra)
+                 if config.eval.beam_size > 1 else None)
+    decoding = dict(beam_step=beam_step, length_penalty=config.eval.length_penalty)
     attends = derived.model.scorer != "none"
     batches = data_lib.train_batches(data, config.data.batch_size, seeds, start_step=start)
     progress = None
@@ -181,7 +186,8 @@ def _run(config, workdir, data, derived, model, tx, schedule, state, ckpts, trac
             if evaluate_now:
                 valid = evaluate.run_split(
                     data, "valid", eval_step, state.params, batch_size=config.eval.batch_size,
-                    num_seeds=len(seeds), attends=attends, subset=config.eval.valid_subset)
+                    num_seeds=len(seeds), attends=attends, subset=config.eval.valid_subset,
+                    **decoding)
                 tracker.write(done, "valid", valid.metrics)
                 valid_bleu = float(np.mean([m["bleu"] for m in valid.metrics]))
                 logging.info("step %d: valid BLEU %.2f", done, valid_bleu)
@@ -196,10 +202,11 @@ def _run(config, workdir, data, derived, model, tx, schedule, state, ckpts, trac
     for split in ("valid", "test"):
         split_out[split] = evaluate.run_split(
             data, split, eval_step, state.params, batch_size=config.eval.batch_size,
-            num_seeds=len(seeds), attends=attends, keep_attention=test_ids)
+            num_seeds=len(seeds), attends=attends, **decoding)
     tracker.write(num_steps, "test", split_out["test"].metrics)
     test_sp = data["test"]
-    texts = {"running_example": EXAMPLE_SRC}
+    # The running example only exists in the embedded Hindi->English data.
+    texts = {"running_example": EXAMPLE_SRC} if config.data.name == "synthetic_hi_en" else {}
     texts.update({f"test_{i}": test_sp.src_text[i] for i in test_ids})
     translations = evaluate.translate_texts(data, eval_step, state.params, list(texts.values()),
                                             config.eval.batch_size)
@@ -210,10 +217,12 @@ def _run(config, workdir, data, derived, model, tx, schedule, state, ckpts, trac
         "flow": derived.model.flow, "num_steps": num_steps,
         "test": _mean_metrics(split_out["test"].metrics),
         "valid": _mean_metrics(split_out["valid"].metrics),
-        "running_example": {"src": EXAMPLE_SRC, "hyp": data.tgt_vocab.decode(translations[0][0][0])},
         "seeds": [{"seed": s, "test": split_out["test"].metrics[k],
                    "valid": split_out["valid"].metrics[k]} for k, s in enumerate(seeds)],
     }
+    if texts.get("running_example"):
+        results["running_example"] = {"src": EXAMPLE_SRC,
+                                      "hyp": data.tgt_vocab.decode(translations[0][0][0])}
     for k, seed in enumerate(seeds):
         sample = [(test_sp.src_text[i], test_sp.tgt_text[i], split_out["test"].hyps[k][i])
                   for i in range(min(20, len(test_sp)))]
@@ -237,9 +246,11 @@ def _heatmap_examples(data: data_lib.Data, count: int) -> list[int]:
     return sorted({int(order[int(p)]) for p in picks})
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
+def _define_flags() -> None:
+    """Flags exist only when run as a program, so importing this module defines none."""
+    config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
 
 
 def _quiet_orbax() -> None:
@@ -250,17 +261,18 @@ def _quiet_orbax() -> None:
 def _main(argv):
     del argv
     _quiet_orbax()
-    if _WORKDIR.value is None:
-        raise app.UsageError("--workdir is required.")
-    results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    if flags.FLAGS.workdir is None or flags.FLAGS.config is None:
+        raise app.UsageError("--config and --workdir are required.")
+    results = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
     test = results["test"]
     print(json.dumps({"test_bleu": test["bleu"], "test_exact_match": test["exact_match"],
                       "test_aer": test["aer"], "test_perplexity": test["perplexity"],
-                      "running_example": results["running_example"]["hyp"],
+                      "running_example": results.get("running_example", {}).get("hyp"),
                       "wall_seconds": results.get("wall_seconds")}, indent=1))
 
 
 def main():
+    _define_flags()
     try:
         config_lib.check_overrides(sys.argv[1:])  # Rewords unknown keys before absl sees them.
     except ValueError as e:

@@ -98,14 +98,18 @@ def pharaoh(attention: np.ndarray | None, num_target: int) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A finished (or checkpointed) training run.")
-flags.DEFINE_string("input", "-", "Input file, one sentence per line ('-' = stdin).")
-flags.DEFINE_string("output", "-", "Output file ('-' = stdout).")
-flags.DEFINE_integer("beam_size", 1, "1 = greedy; > 1 = beam search.")
-flags.DEFINE_float("length_penalty", 0.6, "Beam search GNMT length penalty alpha.")
-flags.DEFINE_integer("batch_size", 64, "Sentences per batch.")
-flags.DEFINE_string("alignments", None, "Write Pharaoh 'i-j' alignments here.")
-flags.DEFINE_string("heatmaps", None, "Write one attention heatmap PNG per line here.")
+
+
+def _define_flags() -> None:
+    """Flags exist only when run as a program, so importing this module defines none."""
+    flags.DEFINE_string("workdir", None, "A finished (or checkpointed) training run.")
+    flags.DEFINE_string("input", "-", "Input file, one sentence per line ('-' = stdin).")
+    flags.DEFINE_string("output", "-", "Output file ('-' = stdout).")
+    flags.DEFINE_integer("beam_size", 1, "1 = greedy; > 1 = beam search.")
+    flags.DEFINE_float("length_penalty", 0.6, "Beam search GNMT length penalty alpha.")
+    flags.DEFINE_integer("batch_size", 64, "Sentences per batch.")
+    flags.DEFINE_string("alignments", None, "Write Pharaoh 'i-j' alignments here.")
+    flags.DEFINE_string("heatmaps", None, "Write one attention heatmap PNG per line here.")
 
 
 def _read(path: str) -> list[str]:
@@ -146,4 +150,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

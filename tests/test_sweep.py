@@ -28,20 +28,8 @@ from launch import local, slurm, wandb_sweep  # noqa: E402
 SCORERS = ["none", "additive", "dot", "general", "scaled_dot", "location", "multihead"]
 SIZES = [32, 64, 128, 256]
 
-STANDIN_CONFIG = '''
-import ml_collections
-
-def get_config(arg=None):
-    config = ml_collections.ConfigDict()
-    config.model = ml_collections.ConfigDict(
-        {"scorer": "additive", "hidden_size": 128, "dropout": 0.0, "bidirectional": True})
-    config.train = ml_collections.ConfigDict(
-        {"seed": 0, "num_seeds": 1, "num_steps": 0, "learning_rate": 3e-3})
-    config.logging = ml_collections.ConfigDict({"wandb": "offline"})
-    if arg == "tiny":
-        config.model.hidden_size = 16
-    return config
-'''
+# The real base config's text (it has every key a sweep may set), written into tmp dirs.
+STANDIN_CONFIG = (REPO / "configs" / "default.py").read_text()
 
 FAKE_TRAIN = '''
 """Fake trainer: records each call; scorer=dot crashes; scorer=general crashes once."""
@@ -109,9 +97,10 @@ def test_default_spec_vmap_trials(tmp_path):
     assert trials[-1].name == "scorer=multihead,hidden_size=256"
     assert all(t.seeds == (0, 1, 2) for t in trials)
     assert trials[9].overrides == {"model.scorer": "dot", "model.hidden_size": 64,
-                                   "train.seed": 0, "train.num_seeds": 3}
+                                   "train.seed": 0, "train.num_seeds": 3,
+                                   **default_spec()["fixed"]}
     assert list(trials[9].overrides) == ["model.scorer", "model.hidden_size", "train.seed",
-                                         "train.num_seeds"]
+                                         "train.num_seeds", *default_spec()["fixed"]]
     assert [t.index for t in trials] == list(range(28))
 
 
@@ -122,7 +111,8 @@ def test_default_spec_seed_trials(tmp_path):
     assert [t.seeds for t in trials[:3]] == [(0,), (1,), (2,)]
     assert [t.name for t in trials[:3]] == [f"scorer=none,hidden_size=32,seed={s}" for s in range(3)]
     assert trials[4].overrides == {"model.scorer": "none", "model.hidden_size": 64,
-                                   "train.seed": 1, "train.num_seeds": 1}
+                                   "train.seed": 1, "train.num_seeds": 1,
+                                   **default_spec()["fixed"]}
     grid = {(t.params["model.scorer"], t.params["model.hidden_size"], t.seeds[0]) for t in trials}
     assert grid == {(s, h, k) for s in SCORERS for h in SIZES for k in range(3)}
 

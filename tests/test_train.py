@@ -196,3 +196,58 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path, tfds_dir, finished_run):
                     np.testing.assert_allclose(g[key], w[key], rtol=1e-5, atol=1e-5, err_msg=key)
     assert results["test"]["bleu"] == pytest.approx(
         np.mean([s["test"]["bleu"] for s in results["seeds"]]))
+
+
+def test_translate_entry_point_keeps_every_line(finished_run, tmp_path):
+    workdir, _ = finished_run
+    long_line = " ".join(["mai ghar ja raha hoon"] * 20)  # 100 tokens > the largest bucket (72).
+    src = tmp_path / "in.txt"
+    src.write_text(f"mai ghar ja raha hoon\n\n{long_line}\nvah ghar ja rahi hai\n")
+    out, align = tmp_path / "out.txt", tmp_path / "align.txt"
+    result = subprocess.run(
+        [sys.executable, "-m", "attn_jax.translate", f"--workdir={workdir}", f"--input={src}",
+         f"--output={out}", f"--alignments={align}", "--beam_size=2"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = out.read_text().split("\n")[:-1]
+    assert len(lines) == 4 and lines[1] == ""
+    assert "line 2: empty" in result.stderr and "line 3: 100 tokens, truncated to 72" in result.stderr
+    links = align.read_text().split("\n")[:-1]
+    assert len(links) == 4 and links[1] == ""
+    for line, pharaoh in zip(lines, links):
+        for link in pharaoh.split():
+            i, j = map(int, link.split("-"))
+            assert 0 <= j < len(line.split()) or not line  # Word vocab: one token per word.
+
+
+def _write_multi30k_fixture(raw_dir):
+    """A small generated corpus in Multi30k's file layout (the real one is not needed)."""
+    import gzip
+    words_de = "ein mann eine frau hund spielt im park auf der strasse mit einem ball".split()
+    words_en = "a man a woman dog plays in the park on the street with a ball".split()
+    rng = np.random.RandomState(0)
+    os.makedirs(raw_dir)
+    for prefix, n in (("train", 300), ("val", 20), ("test_2016_flickr", 20)):
+        de, en = [], []
+        for _ in range(n):
+            idx = rng.randint(0, len(words_de), rng.randint(3, 12))
+            de.append(" ".join(words_de[i] for i in idx).capitalize() + ".")
+            en.append(" ".join(words_en[i] for i in idx).capitalize() + ".")
+        for lang, lines in (("de", de), ("en", en)):
+            with gzip.open(os.path.join(raw_dir, f"{prefix}.{lang}.gz"), "wt") as f:
+                f.write("\n".join(lines) + "\n")
+
+
+def test_multi30k_config_end_to_end_with_subwords_and_beam(tmp_path):
+    raw = str(tmp_path / "raw")
+    _write_multi30k_fixture(raw)
+    config = load_config_file(os.path.join(REPO, "configs/multi30k.py:tiny"))
+    config.data.raw_dir, config.data.tfds_dir = raw, str(tmp_path / "tfds")
+    config.data.vocab_size = 120
+    workdir = str(tmp_path / "m30k")
+    results = train.train_and_evaluate(config, workdir)
+    assert results["test"]["aer"] is None  # No gold alignments for real data.
+    assert results["test"]["num_sentences"] == 20 and 0 <= results["test"]["bleu"] <= 100
+    assert os.path.exists(os.path.join(workdir, "vocab", "joint"))
+    assert any(f.startswith("test_") for f in os.listdir(os.path.join(workdir, "attention")))
+    assert "running_example" not in results

@@ -1,0 +1,59 @@
+r"""Multi30k German->English (WMT16 multimodal task 1): an RNN with attention on real data.
+
+Get the raw files (train/val/test_2016_flickr .de/.en .gz) from the GitHub repository
+multi30k/dataset, folder data/task1/raw/, and point data.raw_dir at them:
+
+    python -m attn_jax.train --config=configs/multi30k.py --workdir=runs/multi30k \
+        --config.data.raw_dir=../shared/data/multi30k
+
+Status: the settings below are a starting point (subwords, dropout, label smoothing, beam
+search); they have NOT yet been tuned or measured end to end on a 2-core CPU. The target of the
+open issue is test_2016_flickr BLEU >= 38 (sacreBLEU 13a, cased) in <= 60 minutes.
+Smoke run (a minute): --config=configs/multi30k.py:tiny.
+"""
+
+from configs import default
+
+
+def get_config(arg: str | None = None):
+    """arg: None, or 'tiny' for a one-minute smoke run on the same data."""
+    config = default.get_config()
+    data = config.data
+    data.name = "multi30k"
+    data.raw_dir = "../shared/data/multi30k"  # Folder with the raw .gz files (see docstring).
+    data.source_lang, data.target_lang = "de", "en"
+    data.vocab = "sentencepiece"
+    data.vocab_size = 8000
+    data.spm_model_type = "bpe"
+    data.joint_vocab = True
+    data.buckets = (16, 24, 32, 48, 80)
+    data.max_len = 80
+    data.batch_size = 64
+
+    model = config.model
+    model.scorer = "additive"
+    model.flow = "luong"
+    model.hidden_size = 256
+    model.embed_size = 256
+    model.dropout = 0.3
+
+    train = config.train
+    train.num_epochs = 15.0
+    train.learning_rate = 2e-3
+    train.warmup_steps = 500
+    train.label_smoothing = 0.1
+    train.log_every = 100
+
+    config.eval.beam_size = 5
+    config.eval.valid_subset = 0
+    if arg == "tiny":
+        data.batch_size = 16
+        model.hidden_size, model.embed_size = 32, 32
+        train.num_epochs, train.num_steps, train.warmup_steps = 0.0, 20, 5
+        train.log_every, train.eval_every = 10, 10
+        config.eval.valid_subset = 64
+        config.eval.beam_size = 2
+        config.logging.wandb, config.logging.progress_bar = "disabled", False
+    elif arg:
+        raise ValueError(f"configs/multi30k.py: unknown argument {arg!r}; valid: 'tiny'.")
+    return config
