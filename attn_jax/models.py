@@ -87,7 +87,7 @@ class ModelConfig:
                     max_source_len: int) -> "ModelConfig":
         """From the `config.model` ConfigDict. Zero sizes are derived from `hidden_size`:
 
-        decoder_hidden = attention_size = output_size = hidden_size, embed_size = hidden_size // 2,
+        decoder_hidden = output_size = hidden_size, attention_size = embed_size = hidden_size // 2,
         encoder_hidden = hidden_size // 2 per direction when bidirectional (else hidden_size), so
         annotations and decoder states have the same size and one knob scales the whole model.
         """
@@ -105,7 +105,8 @@ class ModelConfig:
             encoder_hidden=derived(model.encoder_hidden, h // 2 if model.bidirectional else h),
             encoder_layers=model.encoder_layers, bidirectional=model.bidirectional,
             decoder_hidden=derived(model.decoder_hidden, h),
-            attention_size=derived(model.attention_size, h), num_heads=model.num_heads,
+            attention_size=derived(model.attention_size, max(h // 2, 1)),
+            num_heads=model.num_heads,
             output_size=derived(model.output_size, h), input_feeding=model.input_feeding,
             max_source_len=max_source_len, dropout=model.dropout).validate()
 

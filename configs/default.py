@@ -49,10 +49,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model.embed_size = 0  # 0 = derived: hidden_size // 2.
     model.encoder_hidden = 0  # Per direction; 0 = derived: hidden_size // 2 if bidirectional.
     model.decoder_hidden = 0  # 0 = derived: hidden_size.
-    model.attention_size = 0  # Additive/multihead inner size; 0 = derived: hidden_size.
+    model.attention_size = 0  # Additive/multihead inner size; 0 = derived: hidden_size // 2.
     model.output_size = 0  # Deep-output / attentional-state size; 0 = derived: hidden_size.
     model.encoder_layers = 1  # Stacked encoder RNN layers.
-    model.bidirectional = True  # Bidirectional encoder (annotations = [forward; backward]).
+    # Bidirectional encoder (annotations [forward; backward]). Off by default: on this head-final
+    # source a forward annotation h_j already sums up the phrase ending at j, and attention
+    # aligns better (test AER 0.090 vs 0.116 at equal BLEU; README, Results).
+    model.bidirectional = False
     model.num_heads = 4  # Multihead scorer: number of heads.
     model.input_feeding = True  # Luong flow: feed h~_{t-1} into the decoder RNN.
     model.dropout = 0.0  # Dropout on embeddings and before the output layer.

@@ -120,14 +120,16 @@ def _model_config_dict(**overrides):
 
 
 def test_hidden_size_scales_the_whole_model():
-    cfg = models.ModelConfig.from_config(_model_config_dict(hidden_size=64), src_vocab_size=10,
-                                         tgt_vocab_size=11, max_source_len=16)
-    assert (cfg.decoder_hidden, cfg.annotation_size, cfg.attention_size, cfg.output_size) == (
-        64, 64, 64, 64)
-    assert cfg.encoder_hidden == 32 and cfg.embed_size == 32
+    for bidirectional, encoder_hidden in ((True, 32), (False, 64)):
+        cfg = models.ModelConfig.from_config(
+            _model_config_dict(hidden_size=64, bidirectional=bidirectional), src_vocab_size=10,
+            tgt_vocab_size=11, max_source_len=16)
+        assert (cfg.decoder_hidden, cfg.annotation_size, cfg.output_size) == (64, 64, 64)
+        assert cfg.encoder_hidden == encoder_hidden
+        assert cfg.attention_size == 32 and cfg.embed_size == 32
     cfg = models.ModelConfig.from_config(_model_config_dict(hidden_size=64, decoder_hidden=80),
                                          src_vocab_size=10, tgt_vocab_size=11, max_source_len=16)
-    assert cfg.decoder_hidden == 80 and cfg.attention_size == 64
+    assert cfg.decoder_hidden == 80 and cfg.attention_size == 32
 
 
 @pytest.mark.parametrize("overrides, match", [
@@ -137,6 +139,7 @@ def test_hidden_size_scales_the_whole_model():
     (dict(hidden_size=0), "hidden_size must be > 0"),
     (dict(encoder_layers=0), "encoder_layers must be > 0"),
     (dict(scorer="dot", encoder_hidden=48), "decoder size .* annotation size"),
+    (dict(bidirectional=True, hidden_size=33), "must be even"),
     (dict(dropout=1.0), "dropout"),
 ])
 def test_bad_model_config_raises_before_compiling(overrides, match, monkeypatch):

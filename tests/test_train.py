@@ -79,23 +79,31 @@ class Killed(Exception):
     pass
 
 
-def _kill_after(monkeypatch, calls):
-    """Make the train step raise after `calls` steps, like a killed process."""
+def _patch_train_step(monkeypatch, on_step):
+    """Wrap the jitted train step: the n-th call runs on_step(n, step, state, batch)."""
     real = steps.make_train_step
 
     def make(*args, **kwargs):
-        step = real(*args, **kwargs)
-        count = [0]
+        step, count = real(*args, **kwargs), [0]
 
         def wrapped(state, batch):
             count[0] += 1
-            if count[0] > calls:
-                raise Killed()
-            return step(state, batch)
+            return on_step(count[0], step, state, batch)
 
         return wrapped
 
     monkeypatch.setattr(steps, "make_train_step", make)
+
+
+def _kill_after(monkeypatch, calls):
+    """Make the train step raise after `calls` steps, like a killed process."""
+
+    def on_step(n, step, state, batch):
+        if n > calls:
+            raise Killed()
+        return step(state, batch)
+
+    _patch_train_step(monkeypatch, on_step)
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path, tfds_dir, finished_run, monkeypatch):
@@ -120,22 +128,14 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, tfds_dir, finished_run, 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tfds_dir, monkeypatch):
     workdir = str(tmp_path / "nan")
-    real = steps.make_train_step
 
-    def make(*args, **kwargs):
-        step = real(*args, **kwargs)
-        count = [0]
+    def on_step(n, step, state, batch):
+        state, metrics = step(state, batch)
+        if n == 8:  # Inside the window that ends at step 9, after the checkpoint at step 6.
+            metrics = dict(metrics, nll_sum=metrics["nll_sum"] * np.nan)
+        return state, metrics
 
-        def wrapped(state, batch):
-            count[0] += 1
-            state, metrics = step(state, batch)
-            if count[0] == 8:
-                metrics = dict(metrics, nll_sum=metrics["nll_sum"] * np.nan)
-            return state, metrics
-
-        return wrapped
-
-    monkeypatch.setattr(steps, "make_train_step", make)
+    _patch_train_step(monkeypatch, on_step)
     with pytest.raises(train.TrainingError, match="last good checkpoint \\(step 6\\) is intact"):
         train.train_and_evaluate(tiny_config(tfds_dir), workdir)
     assert "6" in os.listdir(os.path.join(workdir, "checkpoints", "last"))
