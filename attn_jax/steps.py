@@ -88,7 +88,7 @@ def _train_step_one(model, tx, smoothing, state: TrainState, batch):
     (_, (nll, weight)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"nll_sum": nll, "weight": weight, "grad_norm": optax.global_norm(grads)}
+    metrics = {"nll_sum": nll, "weight": weight, "grad_norm": optax.tree.norm(grads)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 

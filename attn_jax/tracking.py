@@ -18,12 +18,12 @@ from typing import Any, Sequence
 import numpy as np
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe: numpy scalars to Python, NaN/Inf to None."""
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (np.generic, np.ndarray)):
         value = value.item() if np.ndim(value) == 0 else value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
@@ -87,7 +87,7 @@ class Tracker:
         """One row per seed; per_seed[k] belongs to self.seeds[k]."""
         with open(self.path, "a") as f:
             for seed, metrics in zip(self.seeds, per_seed):
-                row = _clean({"step": int(step), "split": split, "seed": seed, **metrics})
+                row = json_safe({"step": int(step), "split": split, "seed": seed, **metrics})
                 f.write(json.dumps(row) + "\n")
                 if seed in self.runs:
                     flat = {}
@@ -111,7 +111,7 @@ class Tracker:
 
     def summary(self, seed: int, values: dict[str, Any]) -> None:
         if seed in self.runs:
-            self.runs[seed].summary.update(_clean(values))
+            self.runs[seed].summary.update(json_safe(values))
 
     def close(self) -> None:
         for run in self.runs.values():

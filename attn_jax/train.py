@@ -10,6 +10,7 @@ metrics/checkpoints -> evaluation -> heatmaps and results.json.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -104,6 +105,30 @@ def _mean_metrics(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+@dataclasses.dataclass
+class _Run:
+    """What the stages of one run share."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    data: data_lib.Data
+    derived: config_lib.Derived
+    model: models.Seq2Seq
+    ckpts: checkpoint.Checkpoints
+    tracker: tracking.Tracker
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return self.derived.seeds
+
+    def evaluate(self, split: str, params, eval_step, beam_step, subset: int = 0):
+        ev = self.config.eval
+        return evaluate.run_split(
+            self.data, split, eval_step, params, batch_size=ev.batch_size,
+            num_seeds=len(self.seeds), attends=self.derived.model.scorer != "none",
+            subset=subset, beam_step=beam_step, length_penalty=ev.length_penalty)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Runs (or resumes) training, evaluates on valid and test, returns results.json's content."""
     start_time = time.time()
@@ -120,39 +145,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     derived = config_lib.derive(
         config, src_vocab_size=data.src_vocab.size, tgt_vocab_size=data.tgt_vocab.size,
         steps_per_epoch=data_lib.steps_per_epoch(data, config.data.batch_size))
-    seeds, num_steps = derived.seeds, derived.num_steps
-    model = models.Seq2Seq(derived.model)
-    tx, schedule = steps.make_optimizer(config.train, num_steps)
-    state = steps.init_state(model, tx, seeds, data.buckets[0], data.buckets[0])
-    ckpts = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints)
-    tracker = tracking.Tracker(workdir, json.loads(config.to_json()), seeds, config.logging.wandb,
-                               config.logging.project, config.logging.entity, config.logging.group)
+    run = _Run(config, workdir, data, derived, models.Seq2Seq(derived.model),
+               checkpoint.Checkpoints(workdir, config.train.keep_checkpoints),
+               tracking.Tracker(workdir, json.loads(config.to_json()), derived.seeds,
+                                config.logging.wandb, config.logging.project,
+                                config.logging.entity, config.logging.group))
     try:
-        return _run(config, workdir, data, derived, model, tx, schedule, state, ckpts, tracker,
-                    start_time)
+        eval_step = steps.make_eval_step(run.model, config.eval.max_decode_extra)
+        beam_step = (steps.make_beam_step(run.model, config.eval.beam_size,
+                                          config.eval.max_decode_extra)
+                     if config.eval.beam_size > 1 else None)
+        state = _train(run, eval_step, beam_step)
+        results = _final_evaluation(run, state, eval_step, beam_step)
+        results["wall_seconds"] = time.time() - start_time  # This invocation (a resume: anew).
+        with open(results_path + ".tmp", "w") as f:
+            json.dump(tracking.json_safe(results), f, indent=2)
+        os.replace(results_path + ".tmp", results_path)  # Last: marks the run finished.
+        return results
     finally:
-        ckpts.close()  # Waits for in-flight saves: finished work is never lost.
-        tracker.close()
+        run.ckpts.close()  # Waits for in-flight saves: finished work is never lost.
+        run.tracker.close()
 
 
-def _run(config, workdir, data, derived, model, tx, schedule, state, ckpts, tracker, start_time):
-    seeds, num_steps = derived.seeds, derived.num_steps
-    results_path = os.path.join(workdir, "results.json")
+def _train(run: _Run, eval_step, beam_step) -> steps.TrainState:
+    """The training loop, from the newest checkpoint if there is one; returns the final state."""
+    config, ckpts, tracker, seeds = run.config, run.ckpts, run.tracker, run.seeds
+    num_steps = run.derived.num_steps
+    tx, schedule = steps.make_optimizer(config.train, num_steps)
+    state = steps.init_state(run.model, tx, seeds, run.data.buckets[0], run.data.buckets[0])
     start = ckpts.latest_step() or 0
     if start:
         state = ckpts.restore(state)
-        tracker.truncate(start)
         logging.info("Resumed from the checkpoint at step %d.", start)
-    else:
-        tracker.truncate(-1)
+    tracker.truncate(start)  # Rows a killed run logged after its last checkpoint.
 
-    train_step = steps.make_train_step(model, tx, config.train.label_smoothing)
-    eval_step = steps.make_eval_step(model, config.eval.max_decode_extra)
-    beam_step = (steps.make_beam_step(model, config.eval.beam_size, config.eval.max_decode_extra)
-                 if config.eval.beam_size > 1 else None)
-    decoding = dict(beam_step=beam_step, length_penalty=config.eval.length_penalty)
-    attends = derived.model.scorer != "none"
-    batches = data_lib.train_batches(data, config.data.batch_size, seeds, start_step=start)
+    train_step = steps.make_train_step(run.model, tx, config.train.label_smoothing)
+    batches = data_lib.train_batches(run.data, config.data.batch_size, seeds, start_step=start)
     progress = None
     if config.logging.progress_bar:
         from tqdm import tqdm
@@ -166,8 +194,8 @@ def _run(config, workdir, data, derived, model, tx, schedule, state, ckpts, trac
         if progress:
             progress.update(1)
         if done % config.train.log_every == 0 or done == num_steps:
-            window = jax.device_get(window)
-            rows = _window_metrics(window, time.time() - window_start, float(schedule(step)))
+            rows = _window_metrics(jax.device_get(window), time.time() - window_start,
+                                   float(schedule(step)))
             bad = [s for s, r in zip(seeds, rows) if not np.isfinite(r["loss"])]
             if bad:
                 raise TrainingError(
@@ -180,14 +208,12 @@ def _run(config, workdir, data, derived, model, tx, schedule, state, ckpts, trac
                 progress.set_postfix(loss=f"{rows[0]['loss']:.3f}",
                                      tok_s=f"{sum(r['tokens_per_sec'] for r in rows):.0f}")
             window, window_start = [], time.time()
-        evaluate_now = done % derived.eval_every == 0 or done == num_steps
-        if evaluate_now or done % derived.checkpoint_every == 0:
+        evaluate_now = done % run.derived.eval_every == 0 or done == num_steps
+        if evaluate_now or done % run.derived.checkpoint_every == 0:
             valid_bleu = None
             if evaluate_now:
-                valid = evaluate.run_split(
-                    data, "valid", eval_step, state.params, batch_size=config.eval.batch_size,
-                    num_seeds=len(seeds), attends=attends, subset=config.eval.valid_subset,
-                    **decoding)
+                valid = run.evaluate("valid", state.params, eval_step, beam_step,
+                                     subset=config.eval.valid_subset)
                 tracker.write(done, "valid", valid.metrics)
                 valid_bleu = float(np.mean([m["bleu"] for m in valid.metrics]))
                 logging.info("step %d: valid BLEU %.2f", done, valid_bleu)
@@ -195,44 +221,42 @@ def _run(config, workdir, data, derived, model, tx, schedule, state, ckpts, trac
             window_start = time.time()  # Evaluation time is not training time.
     if progress:
         progress.close()
+    return state
 
-    # Final evaluation: test (all of it) and valid (all of it), with the final parameters.
-    split_out = {}
-    test_ids = _heatmap_examples(data, config.eval.num_heatmaps)
-    for split in ("valid", "test"):
-        split_out[split] = evaluate.run_split(
-            data, split, eval_step, state.params, batch_size=config.eval.batch_size,
-            num_seeds=len(seeds), attends=attends, **decoding)
-    tracker.write(num_steps, "test", split_out["test"].metrics)
+
+def _final_evaluation(run: _Run, state, eval_step, beam_step) -> dict[str, Any]:
+    """Test and valid (all of each) with the final parameters, heatmaps, W&B samples."""
+    data, seeds, num_steps = run.data, run.seeds, run.derived.num_steps
+    out = {split: run.evaluate(split, state.params, eval_step, beam_step)
+           for split in ("valid", "test")}
+    run.tracker.write(num_steps, "test", out["test"].metrics)
     test_sp = data["test"]
     # The running example only exists in the embedded Hindi->English data.
-    texts = {"running_example": EXAMPLE_SRC} if config.data.name == "synthetic_hi_en" else {}
-    texts.update({f"test_{i}": test_sp.src_text[i] for i in test_ids})
+    texts = ({"running_example": EXAMPLE_SRC} if run.config.data.name == "synthetic_hi_en"
+             else {})
+    texts.update({f"test_{i}": test_sp.src_text[i]
+                  for i in _heatmap_examples(data, run.config.eval.num_heatmaps)})
     translations = evaluate.translate_texts(data, eval_step, state.params, list(texts.values()),
-                                            config.eval.batch_size)
-    images = _draw_heatmaps(workdir, data, derived.model.scorer, texts, translations, seeds)
-
+                                            run.config.eval.batch_size)
+    images = _draw_heatmaps(run.workdir, data, run.derived.model.scorer, texts, translations,
+                            seeds)
     results = {
-        "scorer": derived.model.scorer, "hidden_size": config.model.hidden_size,
-        "flow": derived.model.flow, "num_steps": num_steps,
-        "test": _mean_metrics(split_out["test"].metrics),
-        "valid": _mean_metrics(split_out["valid"].metrics),
-        "seeds": [{"seed": s, "test": split_out["test"].metrics[k],
-                   "valid": split_out["valid"].metrics[k]} for k, s in enumerate(seeds)],
+        "scorer": run.derived.model.scorer, "hidden_size": run.config.model.hidden_size,
+        "flow": run.derived.model.flow, "num_steps": num_steps,
+        "test": _mean_metrics(out["test"].metrics),
+        "valid": _mean_metrics(out["valid"].metrics),
+        "seeds": [{"seed": s, "test": out["test"].metrics[k], "valid": out["valid"].metrics[k]}
+                  for k, s in enumerate(seeds)],
     }
-    if texts.get("running_example"):
+    if "running_example" in texts:
         results["running_example"] = {"src": EXAMPLE_SRC,
                                       "hyp": data.tgt_vocab.decode(translations[0][0][0])}
     for k, seed in enumerate(seeds):
-        sample = [(test_sp.src_text[i], test_sp.tgt_text[i], split_out["test"].hyps[k][i])
+        sample = [(test_sp.src_text[i], test_sp.tgt_text[i], out["test"].hyps[k][i])
                   for i in range(min(20, len(test_sp)))]
-        tracker.log_media(seed, num_steps, images if k == 0 else {}, sample,
-                          ("source", "reference", "hypothesis"))
-        tracker.summary(seed, {"test": split_out["test"].metrics[k]})
-    results["wall_seconds"] = time.time() - start_time  # This invocation (resumes count anew).
-    with open(results_path + ".tmp", "w") as f:
-        json.dump(tracking._clean(results), f, indent=2)
-    os.replace(results_path + ".tmp", results_path)
+        run.tracker.log_media(seed, num_steps, images if k == 0 else {}, sample,
+                              ("source", "reference", "hypothesis"))
+        run.tracker.summary(seed, {"test": out["test"].metrics[k]})
     return results
 
 
