@@ -15,7 +15,7 @@ Pipeline (``load(config.data, workdir)``):
   4. batches have one fixed shape per bucket in ``data.buckets`` so jitted steps never recompile:
      ``train_batches`` ([K, B, L], K seeded replicas) and ``eval_batches`` ([B, L]).
 
-Token layout (contracts.md): PAD=0, BOS=1, EOS=2, UNK=3 in every vocabulary.
+Token layout: PAD=0, BOS=1, EOS=2, UNK=3 in every vocabulary.
   src     = [x1..xm, PAD...]
   tgt_in  = [BOS, y1..yn, PAD...]
   tgt_out = [y1..yn, EOS, PAD...]

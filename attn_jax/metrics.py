@@ -4,7 +4,7 @@ source-length bucket, argmax alignments from attention, and alignment error rate
 Pure numpy + sacrebleu (no JAX), so it runs anywhere: in the eval loop on host arrays, in
 plots/tables, and in tests.
 
-Conventions (see notes/contracts.md):
+Conventions (README.md):
 - Alignment links are `(src_idx, tgt_idx)` pairs of 0-based word indices (Pharaoh "i-j" order).
 - Sure links S are a subset of possible links P; `aer` takes P ∪ S to be safe.
 - Scores: BLEU and chrF on sacrebleu's 0..100 scale; exact match and AER are fractions in [0, 1].

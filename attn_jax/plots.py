@@ -4,7 +4,7 @@
 
 reads every trial folder under `--sweep_dir` (a folder holding config.json, metrics.jsonl,
 results.json and attention/running_example*.json, as train.py writes them; see
-notes/contracts.md "Workdir layout"), skips (and reports) trials without results.json, and writes
+README.md, "What a run leaves"), skips (and reports) trials without results.json, and writes
 into `--out_dir` (default SWEEP_DIR/plots), each figure as PNG and PDF:
 
   bleu_vs_hidden      test BLEU vs hidden size, one line per scorer (log2 x axis)

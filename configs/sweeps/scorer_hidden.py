@@ -19,7 +19,7 @@ sweep fits in <= 60 min on 2 CPU cores with --parallel=2 (to be measured and fil
 Produces: runs/scorer_hidden/status.json and one workdir per trial, named like
 `scorer=dot,hidden_size=64`, holding config.json, metrics.jsonl, results.json (test/valid BLEU,
 exact match, AER and BLEU by source length, mean over seeds and per seed), attention heatmaps
-and checkpoints (see notes/contracts.md, "Workdir layout").
+and checkpoints (see README.md, "What a run leaves").
 """
 
 from __future__ import annotations
