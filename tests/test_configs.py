@@ -1,0 +1,42 @@
+"""Every config the READMEs name loads and validates, and every config says how to run it."""
+
+import glob
+import os
+import re
+
+import pytest
+
+from attn_jax import config as config_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _named_configs():
+    names = set()
+    for doc in ("README.md", "launch/README.md", *glob.glob(os.path.join(REPO, "experiments/*/README.md"))):
+        text = open(os.path.join(REPO, doc)).read()
+        names |= set(re.findall(r"--config=(configs/[\w/]+\.py(?::\w+)?)", text))
+    return sorted(names)
+
+
+def test_readmes_name_configs():
+    assert "configs/default.py" in _named_configs()
+
+
+@pytest.mark.parametrize("spec", _named_configs())
+def test_named_config_loads_and_validates(spec):
+    cwd = os.getcwd()
+    os.chdir(REPO)  # Configs import `configs.default` relative to the repository root.
+    try:
+        config = config_lib.load_config_file(spec)
+    finally:
+        os.chdir(cwd)
+    config_lib.validate(config)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))))
+def test_config_docstring_gives_the_command(path):
+    if path.endswith("__init__.py"):
+        return
+    text = open(path).read()
+    assert "python -m attn_jax.train --config=configs/" in text, path
