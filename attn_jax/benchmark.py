@@ -93,6 +93,7 @@ flags.DEFINE_integer("src_vocab", 7800, "Source vocabulary size.")
 flags.DEFINE_integer("tgt_vocab", 5900, "Target vocabulary size.")
 flags.DEFINE_enum("flow", "bahdanau", list(models.FLOWS), "Decoder flow.")
 flags.DEFINE_enum("cell", "gru", list(models.CELLS), "RNN cell.")
+flags.DEFINE_bool("bidirectional", True, "Bidirectional encoder (the issue's default shape).")
 flags.DEFINE_integer("steps", 10, "Timed steps.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 flags.DEFINE_list("num_seeds", ["1"], "Replica counts K to measure, e.g. 1,2,4,8.")
@@ -103,16 +104,18 @@ FLAGS = flags.FLAGS
 
 def model_config(scorer: str, *, embed_size: int, encoder_hidden: int, decoder_hidden: int,
                  hidden_size: int, src_vocab: int, tgt_vocab: int, src_len: int, flow: str,
-                 cell: str) -> tuple[models.ModelConfig, bool]:
+                 cell: str, bidirectional: bool = True) -> tuple[models.ModelConfig, bool]:
     """The ModelConfig for one row, and whether a dot-family encoder size was adjusted."""
     model = config_lib.load_config_file(str(DEFAULT_CONFIG)).model
     model.scorer, model.flow, model.cell = scorer, flow, cell
+    model.bidirectional = bidirectional
     if hidden_size > 0:  # Everything derived from one knob, as in training.
         model.hidden_size, model.embed_size, model.encoder_hidden, model.decoder_hidden = (
             hidden_size, 0, 0, 0)
     else:  # Attention and output sizes follow the decoder.
         model.hidden_size, model.embed_size = decoder_hidden, embed_size
         model.encoder_hidden, model.decoder_hidden = encoder_hidden, decoder_hidden
+        model.attention_size = decoder_hidden
     adjusted = False
     if scorer in DOT_FAMILY:
         dec = model.decoder_hidden or model.hidden_size
@@ -275,7 +278,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         cfg, adjusted = model_config(
             scorer, **{k: options[k] for k in ("embed_size", "encoder_hidden", "decoder_hidden",
                                               "hidden_size", "src_vocab", "tgt_vocab", "src_len",
-                                              "flow", "cell")})
+                                              "flow", "cell", "bidirectional")})
         base_ms = None
         for k in sorted(int(s) for s in options["num_seeds"]):
             batch = make_batch(0, k, options["batch_size"], options["src_len"], options["tgt_len"],
@@ -331,7 +334,7 @@ def main(argv: Sequence[str]) -> None:
 
 _FLAG_NAMES = ("scorers", "embed_size", "encoder_hidden", "decoder_hidden", "hidden_size",
                "batch_size", "src_len", "tgt_len", "mean_len", "src_vocab", "tgt_vocab", "flow",
-               "cell", "steps", "warmup", "num_seeds", "matmul_size")
+               "cell", "bidirectional", "steps", "warmup", "num_seeds", "matmul_size")
 
 if __name__ == "__main__":
     app.run(main)
