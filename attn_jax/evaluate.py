@@ -81,6 +81,7 @@ def run_split(data: data_lib.Data, split: str, eval_step, params, *, batch_size:
         bleu, signature = metrics.bleu(hyps[k], refs)
         row = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "bleu": bleu,
                "bleu_lowercase": metrics.bleu(hyps[k], refs, lowercase=True)[0],
+               "chrf": metrics.chrf(hyps[k], refs)[0],
                "exact_match": metrics.exact_match(hyps[k], refs),
                "bleu_by_length": metrics.bleu_by_length(hyps[k], refs, src_lengths),
                "bleu_signature": signature, "num_sentences": n}

@@ -48,7 +48,7 @@ def test_end_to_end_loss_falls_and_artifacts_exist(finished_run):
     assert [r["step"] for r in train_rows] == [3, 6, 9, 12]
     assert train_rows[-1]["loss"] < train_rows[0]["loss"]
     assert [r["step"] for r in rows(workdir, "valid")] == [6, 12]
-    for key in ("bleu", "exact_match", "aer", "perplexity", "bleu_by_length"):
+    for key in ("bleu", "chrf", "exact_match", "aer", "perplexity", "bleu_by_length"):
         assert key in results["test"], key
     assert set(results["test"]["bleu_by_length"]) == {"1-10", "11-20", "21-30", "31-40", "41+"}
     assert 0 <= results["test"]["aer"] <= 1 and results["test"]["perplexity"] > 1
