@@ -1,6 +1,6 @@
 """Tests for attn_jax.data: vocabularies, TFDS builders (array_record), the catalog path, buckets.
 
-Everything runs on tiny generated corpora under tmp_path (no network, no /work/shared), except
+Everything runs on tiny generated corpora under tmp_path (no network, no ../shared), except
 `test_real_multi30k`, which is skipped when the shared Multi30k copy is absent.
 """
 
@@ -23,7 +23,9 @@ import attn_jax
 from attn_jax import data as data_lib
 from attn_jax.data import BOS, EOS, PAD
 
-REAL_MULTI30K = "/work/shared/data/multi30k"
+# The shared copy beside the repository (../shared/data/multi30k), when there is one.
+REAL_MULTI30K = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "shared", "data", "multi30k")
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures and stand-ins
