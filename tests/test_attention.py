@@ -2,7 +2,6 @@
 jit/vmap invariance and configuration errors."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
