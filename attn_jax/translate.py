@@ -68,9 +68,9 @@ class Translator:
                 out[n] = ("", [], [], None)
             else:
                 todo.append((n, self._ids(n + 1, line.strip())))
+        smallest = lambda ids: next(b for b in self.buckets if len(ids) <= b)  # noqa: E731
         for bucket in self.buckets:  # One compiled shape per bucket.
-            rows = [(n, ids) for n, ids in todo
-                    if len(ids) <= bucket and (bucket == self.buckets[0] or len(ids) > self._prev(bucket))]
+            rows = [(n, ids) for n, ids in todo if smallest(ids) == bucket]
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start:start + self.batch_size]
                 src = np.zeros((self.batch_size, bucket), np.int32)
@@ -84,9 +84,6 @@ class Translator:
                     out[n] = (self.tgt_vocab.decode(hyp), self.src_vocab.pieces(ids),
                               self.tgt_vocab.pieces(hyp), attn)
         return out
-
-    def _prev(self, bucket: int) -> int:
-        return self.buckets[self.buckets.index(bucket) - 1]
 
 
 def pharaoh(attention: np.ndarray | None, num_target: int) -> str:
