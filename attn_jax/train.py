@@ -225,11 +225,20 @@ def _train(run: _Run, eval_step, beam_step) -> steps.TrainState:
 
 
 def _final_evaluation(run: _Run, state, eval_step, beam_step) -> dict[str, Any]:
-    """Test and valid (all of each) with the final parameters, heatmaps, W&B samples."""
+    """Test and valid (all of each) with the final parameters, heatmaps, W&B samples.
+
+    With beam search on, both splits are also decoded greedily (`*_greedy` in results.json and
+    metrics.jsonl), so every run reports the beam's gain over greedy on the same parameters.
+    """
     data, seeds, num_steps = run.data, run.seeds, run.derived.num_steps
     out = {split: run.evaluate(split, state.params, eval_step, beam_step)
            for split in ("valid", "test")}
-    run.tracker.write(num_steps, "test", out["test"].metrics)
+    if beam_step is not None:
+        out.update({f"{split}_greedy": run.evaluate(split, state.params, eval_step, None)
+                    for split in ("valid", "test")})
+    for split in out:
+        if split != "valid":
+            run.tracker.write(num_steps, split, out[split].metrics)
     test_sp = data["test"]
     # The running example only exists in the embedded Hindi->English data.
     texts = ({"running_example": EXAMPLE_SRC} if run.config.data.name == "synthetic_hi_en"
@@ -245,7 +254,8 @@ def _final_evaluation(run: _Run, state, eval_step, beam_step) -> dict[str, Any]:
         "flow": run.derived.model.flow, "num_steps": num_steps,
         "test": _mean_metrics(out["test"].metrics),
         "valid": _mean_metrics(out["valid"].metrics),
-        "seeds": [{"seed": s, "test": out["test"].metrics[k], "valid": out["valid"].metrics[k]}
+        **{split: _mean_metrics(out[split].metrics) for split in out if "greedy" in split},
+        "seeds": [{"seed": s, **{split: out[split].metrics[k] for split in out}}
                   for k, s in enumerate(seeds)],
     }
     if "running_example" in texts:

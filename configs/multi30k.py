@@ -38,7 +38,7 @@ def get_config(arg: str | None = None):
     model.dropout = 0.3
 
     train = config.train
-    train.num_epochs = 15.0
+    train.num_epochs = 12.0
     train.learning_rate = 2e-3
     train.warmup_steps = 500
     train.label_smoothing = 0.1

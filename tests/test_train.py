@@ -251,3 +251,10 @@ def test_multi30k_config_end_to_end_with_subwords_and_beam(tmp_path):
     assert os.path.exists(os.path.join(workdir, "vocab", "joint"))
     assert any(f.startswith("test_") for f in os.listdir(os.path.join(workdir, "attention")))
     assert "running_example" not in results
+    # With beam search on, the same final parameters are also scored greedily.
+    assert results["test_greedy"]["num_sentences"] == 20
+    assert results["test_greedy"]["bleu_signature"] == results["test"]["bleu_signature"]
+    assert set(results["seeds"][0]) == {"seed", "valid", "test", "valid_greedy", "test_greedy"}
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        final_splits = {json.loads(line)["split"] for line in f} - {"train", "valid"}
+    assert final_splits == {"test", "test_greedy", "valid_greedy"}
