@@ -14,6 +14,12 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+
+
+def quiet_orbax_logs() -> None:
+    """Orbax logs every save and close at INFO through absl; keep a program's own log readable."""
+    logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
 
 
 class Checkpoints:

@@ -287,14 +287,9 @@ def _define_flags() -> None:
     flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
 
 
-def _quiet_orbax() -> None:
-    """Orbax logs every save step at INFO through absl; keep the run's own log readable."""
-    logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
-
-
 def _main(argv):
     del argv
-    _quiet_orbax()
+    checkpoint.quiet_orbax_logs()
     if flags.FLAGS.workdir is None or flags.FLAGS.config is None:
         raise app.UsageError("--config and --workdir are required.")
     results = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)

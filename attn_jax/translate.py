@@ -127,6 +127,7 @@ def _write(path: str, lines: Iterable[str]) -> None:
 
 def main(argv):
     del argv
+    checkpoint.quiet_orbax_logs()
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required.")
     translator = Translator(FLAGS.workdir, FLAGS.beam_size, FLAGS.length_penalty,
