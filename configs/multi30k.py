@@ -6,9 +6,12 @@ multi30k/dataset, folder data/task1/raw/, and point data.raw_dir at them:
     python -m attn_jax.train --config=configs/multi30k.py --workdir=runs/multi30k \
         --config.data.raw_dir=../shared/data/multi30k
 
-Status: the settings below are a starting point (subwords, dropout, label smoothing, beam
-search); they have NOT yet been tuned or measured end to end on a 2-core CPU. The target of the
-open issue is test_2016_flickr BLEU >= 38 (sacreBLEU 13a, cased) in <= 60 minutes.
+Measured on a 2-core CPU (no GPU), 2026-11-25, this exact command (additive, Luong flow, 12
+epochs = 5,484 steps): 41 minutes for the whole command; test_2016_flickr BLEU 40.08 cased /
+40.34 lowercased, chrF 59.50 with beam 5 (39.38 greedy); valid BLEU 41.06. Expect about 40 test
+BLEU in about 40 minutes. `--config.model.scorer=dot`: 39.23 test BLEU (42 min);
+`--config.model.scorer=general`: 36.15 (40 min). All figures, greedy vs beam and the commands:
+experiments/multi30k/README.md.
 Smoke run (a minute): --config=configs/multi30k.py:tiny.
 """
 
