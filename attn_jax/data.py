@@ -661,13 +661,15 @@ def check_config(cfg: Any) -> None:
             "raise data.buckets or lower data.max_len")
 
 
+def smallest_bucket(length: int, buckets: Sequence[int]) -> int | None:
+    """The smallest bucket length L >= length, or None when none fits."""
+    return next((b for b in buckets if length <= b), None)
+
+
 def _bucket_of(src_len: int, tgt_len: int, buckets: Sequence[int]) -> int:
     """Index of the smallest bucket L with src_len <= L and tgt_len + 1 <= L (EOS), or -1."""
-    need = max(src_len, tgt_len + 1)
-    for b, length in enumerate(buckets):
-        if need <= length:
-            return b
-    return -1
+    length = smallest_bucket(max(src_len, tgt_len + 1), buckets)
+    return -1 if length is None else list(buckets).index(length)
 
 
 def _bucket_arrays(src_ids, tgt_ids, bucket, buckets) -> tuple[dict[str, np.ndarray], ...]:

@@ -96,7 +96,7 @@ def source_batch(data: data_lib.Data, texts: Sequence[str], batch_size: int) -> 
     """A batch of raw source sentences in the smallest bucket that fits (fixed eval shape)."""
     ids = [data.src_vocab.encode(t) for t in texts]
     longest = max(len(x) for x in ids)
-    length = next((b for b in data.buckets if b >= longest), None)
+    length = data_lib.smallest_bucket(longest, data.buckets)
     if length is None:
         raise ValueError(f"A sentence of {longest} tokens exceeds the largest bucket "
                          f"{max(data.buckets)}; raise data.buckets.")

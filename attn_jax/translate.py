@@ -68,9 +68,9 @@ class Translator:
                 out[n] = ("", [], [], None)
             else:
                 todo.append((n, self._ids(n + 1, line.strip())))
-        smallest = lambda ids: next(b for b in self.buckets if len(ids) <= b)  # noqa: E731
         for bucket in self.buckets:  # One compiled shape per bucket.
-            rows = [(n, ids) for n, ids in todo if smallest(ids) == bucket]
+            rows = [(n, ids) for n, ids in todo
+                    if data_lib.smallest_bucket(len(ids), self.buckets) == bucket]
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start:start + self.batch_size]
                 src = np.zeros((self.batch_size, bucket), np.int32)
