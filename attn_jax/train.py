@@ -155,8 +155,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         beam_step = (steps.make_beam_step(run.model, config.eval.beam_size,
                                           config.eval.max_decode_extra)
                      if config.eval.beam_size > 1 else None)
-        state = _train(run, eval_step, beam_step)
-        results = _final_evaluation(run, state, eval_step, beam_step)
+        state, last_valid = _train(run, eval_step, beam_step)
+        results = _final_evaluation(run, state, eval_step, beam_step, last_valid)
         results["wall_seconds"] = time.time() - start_time  # This invocation (a resume: anew).
         with open(results_path + ".tmp", "w") as f:
             json.dump(tracking.json_safe(results), f, indent=2)
@@ -167,8 +167,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         run.tracker.close()
 
 
-def _train(run: _Run, eval_step, beam_step) -> steps.TrainState:
-    """The training loop, from the newest checkpoint if there is one; returns the final state."""
+def _train(run: _Run, eval_step, beam_step):
+    """The training loop, from the newest checkpoint if there is one.
+
+    Returns the final state and, when this call ran it, the last step's evaluation of the whole
+    valid split (else None), so the final evaluation need not decode it again.
+    """
     config, ckpts, tracker, seeds = run.config, run.ckpts, run.tracker, run.seeds
     num_steps = run.derived.num_steps
     tx, schedule = steps.make_optimizer(config.train, num_steps)
@@ -187,6 +191,7 @@ def _train(run: _Run, eval_step, beam_step) -> steps.TrainState:
         progress = tqdm(total=num_steps, initial=start, desc="train", dynamic_ncols=True)
 
     window, window_start = [], time.time()
+    last_valid = None
     for step in range(start, num_steps):
         state, step_metrics = train_step(state, next(batches))
         window.append(step_metrics)
@@ -216,23 +221,26 @@ def _train(run: _Run, eval_step, beam_step) -> steps.TrainState:
                                      subset=config.eval.valid_subset)
                 tracker.write(done, "valid", valid.metrics)
                 valid_bleu = float(np.mean([m["bleu"] for m in valid.metrics]))
+                if done == num_steps and not config.eval.valid_subset:
+                    last_valid = valid
                 logging.info("step %d: valid BLEU %.2f", done, valid_bleu)
             ckpts.save(done, state, valid_bleu)
             window_start = time.time()  # Evaluation time is not training time.
     if progress:
         progress.close()
-    return state
+    return state, last_valid
 
 
-def _final_evaluation(run: _Run, state, eval_step, beam_step) -> dict[str, Any]:
+def _final_evaluation(run: _Run, state, eval_step, beam_step, last_valid=None) -> dict[str, Any]:
     """Test and valid (all of each) with the final parameters, heatmaps, W&B samples.
 
     With beam search on, both splits are also decoded greedily (`*_greedy` in results.json and
     metrics.jsonl), so every run reports the beam's gain over greedy on the same parameters.
     """
     data, seeds, num_steps = run.data, run.seeds, run.derived.num_steps
-    out = {split: run.evaluate(split, state.params, eval_step, beam_step)
-           for split in ("valid", "test")}
+    if last_valid is None:
+        last_valid = run.evaluate("valid", state.params, eval_step, beam_step)
+    out = {"valid": last_valid, "test": run.evaluate("test", state.params, eval_step, beam_step)}
     if beam_step is not None:
         out.update({f"{split}_greedy": run.evaluate(split, state.params, eval_step, None)
                     for split in ("valid", "test")})
