@@ -1,43 +1,50 @@
 """Attention scorers: every variant the project compares, in one file, behind one registry.
 
-At decoder step t the decoder's query q_t (s_{t-1} in the Bahdanau flow, s_t in the Luong flow)
-scores every source annotation h_j, the scores are normalised over the real (unpadded) source
-positions, and the context is the weighted sum of the annotations:
+At decoder step t the decoder state s (s_{t-1} in the Bahdanau flow, s_t in the Luong flow) is
+projected to a query q_t, which scores every source annotation h_j; the scores are normalised over
+the real (unpadded) source positions, and the context is the weighted sum of the annotations:
 
     e_tj = score(q_t, h_j)      α_tj = softmax_j(e_tj)  (α_tj = 0 exactly where j is padding)
     c_t  = Σ_j α_tj h_j
 
-| name         | score(q, h_j)                         | paper                              |
-|--------------|---------------------------------------|------------------------------------|
-| `additive`   | vᵀ tanh(W q + U h_j)                  | Bahdanau et al. 2015 ("concat")    |
-| `dot`        | qᵀ h_j        (needs |q| = |h|)       | Luong et al. 2015                  |
-| `general`    | qᵀ W h_j                              | Luong et al. 2015                  |
-| `scaled_dot` | qᵀ h_j / √d   (needs |q| = |h|)       | Vaswani et al. 2017                |
-| `location`   | (W q)_j, j < max_source_len           | Luong et al. 2015                  |
-| `multihead`  | per head: (W_q q)ᵀ (W_k h_j) / √d_h   | Vaswani et al. 2017                |
-| `none`       | no attention: c_t = 0, α_t = 0        | Sutskever et al. 2014 (bottleneck) |
+| name         | q_t             | score(q, h_j)                    | paper                              |
+|--------------|-----------------|----------------------------------|------------------------------------|
+| `additive`   | W s + b         | vᵀ tanh(q + U h_j)               | Bahdanau et al. 2015 ("concat")    |
+| `dot`        | s               | qᵀ h_j        (needs |s| = |h|)  | Luong et al. 2015                  |
+| `general`    | s               | qᵀ (W h_j)                       | Luong et al. 2015                  |
+| `scaled_dot` | s               | qᵀ h_j / √d   (needs |s| = |h|)  | Vaswani et al. 2017                |
+| `location`   | W s + b         | q_j, j < max_source_len          | Luong et al. 2015                  |
+| `multihead`  | W_q s, per head | (q_h)ᵀ (W_k h_j)_h / √d_h        | Vaswani et al. 2017                |
+| `none`       | -               | no attention: c_t = 0, α_t = 0   | Sutskever et al. 2014 (bottleneck) |
 
-Every scorer has the same interface:
+A scorer has three parts, so that the step-by-step decoder and the fused training recurrence
+(`attn_jax.recurrence`) run the same math:
 
-    memory = scorer.prepare(annotations, mask)   # once per source sequence (outside the decoder
-                                                 # recurrence): projects the keys, e.g. U h_j
-    context, weights = scorer(query, memory)     # one query per row: [B, Dq] -> [B, Dv], [B, S]
-    context, weights = attend_all(scorer, queries, memory)  # [B, T, Dq] -> [B, T, Dv], [B, T, S],
-                                                 # the same code vmapped over T
+    memory = scorer.prepare(annotations, mask)  # once per source sentence: the keys (e.g. U h_j)
+                                                # and values [B, S, heads, d]
+    q = scorer.query(s)                         # the per-step projection (identity for dot)
+    e = scorer.score_fn(config, q, keys, scorer.score_params())  # pure: [B, heads, S]
 
-A fully padded row (a filler row in a batch) gets all-zero weights and a zero context: finite,
-never NaN. To add a scorer, subclass `Scorer` below and add one line to `SCORERS`.
+and `scorer(s, memory) -> (context [B, Dc], weights [B, S])` puts them together with the masked
+softmax (weights are averaged over heads for heatmaps and AER); `attend_all` does the same for
+all target positions at once. A fully padded row (a filler row in a batch) gets all-zero weights
+and a zero context: finite, never NaN. To add a scorer, subclass `Scorer` below (usually just
+`setup`, `prepare` and `score_fn`) and add one line to `SCORERS`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+
+from attn_jax import rows as rows_lib
+from attn_jax.layers import Linear
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,18 +52,19 @@ class AttentionConfig:
     """Sizes of one attention module (built by `models.ModelConfig`, never from a ConfigDict)."""
 
     scorer: str = "additive"  # A key of SCORERS.
-    query_size: int = 128  # Size of the decoder query q (the decoder hidden state).
+    query_size: int = 128  # Size of the decoder state s the query is made from.
     key_size: int = 128  # Size of an annotation h_j (the encoder output).
-    attention_size: int = 128  # Additive: size of W q + U h. Multihead: total size of all heads.
+    attention_size: int = 128  # Additive: size of q and U h. Multihead: total size of all heads.
     num_heads: int = 4  # Multihead only; must divide attention_size.
-    max_source_len: int = 64  # Location only: the number of source positions W q scores.
+    max_source_len: int = 64  # Location only: the number of source positions W s scores.
+    dtype: Any = None  # Matmul dtype of the projections (None: float32).
 
     def validate(self) -> None:
         """Raises ValueError naming the valid choices; called before anything is compiled."""
         if self.scorer not in SCORERS:
             raise ValueError(
-                    f"Unknown attention scorer {self.scorer!r}; valid scorers: {', '.join(SCORER_NAMES)} "
-                    "(set --config.model.scorer=NAME).")
+                f"Unknown attention scorer {self.scorer!r}; valid scorers: {', '.join(SCORER_NAMES)} "
+                "(set --config.model.scorer=NAME).")
         for field in ("query_size", "key_size", "attention_size", "num_heads", "max_source_len"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"attention {field} must be > 0, got {getattr(self, field)}.")
@@ -67,8 +75,8 @@ class AttentionConfig:
 class Memory:
     """What a scorer keeps per source sentence; every leaf has a leading batch axis."""
 
-    keys: jax.Array  # [B, S, Dk'] the (projected) keys scored against each query.
-    values: jax.Array  # [B, S, Dv] what the context averages: the annotations h_j.
+    keys: jax.Array  # [B, S, ...] the (projected) keys the query is scored against.
+    values: jax.Array  # [B, S, heads, d] what the context averages (the annotations, per head).
     mask: jax.Array  # [B, S] True at real source tokens.
 
 
@@ -82,95 +90,156 @@ def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.where(mask, weights, 0.0)
 
 
+def mix(weights: jax.Array, values: jax.Array) -> jax.Array:
+    """Σ_j α_j v_j per head: weights [..., heads, S], values [B, S, heads, d] -> [..., heads·d]."""
+    out = jnp.einsum("b...hs,bshd->b...hd", weights, values)
+    return out.reshape(*out.shape[:-2], -1)
+
+
 class Scorer(nn.Module):
-    """Base class: `prepare` once per sentence, then `__call__` per query row."""
+    """Base class; the default is a parameter-free scorer over the raw annotations."""
 
     config: AttentionConfig
+    attends = True  # False only for the no-attention baseline.
+    uses_keys = True  # False if the score ignores the keys (location).
 
     @classmethod
     def check(cls, config: AttentionConfig) -> None:
         """Scorer-specific size checks (raise ValueError)."""
 
-    def prepare(self, annotations: jax.Array, mask: jax.Array) -> Memory:
-        # annotations [B, S, Dk], mask [B, S]
-        return Memory(keys=annotations, values=annotations, mask=mask)
+    @property
+    def num_heads(self) -> int:
+        return 1
 
-    def score(self, query: jax.Array, memory: Memory) -> jax.Array:
-        """Unnormalised scores e_j: query [B, Dq] -> [B, S]."""
+    @property
+    def context_size(self) -> int:
+        """Size of the context c_t the scorer returns."""
+        return self.config.key_size
+
+    def prepare(self, annotations: jax.Array, mask: jax.Array,
+                rows: rows_lib.Rows | None = None) -> Memory:
+        """annotations [B, S, Dk], mask [B, S]; rows: the real (b, s) rows (projections skip the
+        others, whose keys are then zero and masked anyway)."""
+        return Memory(keys=annotations, values=annotations[:, :, None, :], mask=mask)
+
+    def query_projection(self) -> Linear | None:
+        """The per-step map s -> q, or None when q = s."""
+        return None
+
+    def output_projection(self) -> Linear | None:
+        """A map applied to the mixed values (multihead's W_o), or None."""
+        return None
+
+    def query(self, s: jax.Array) -> jax.Array:
+        proj = self.query_projection()
+        return s if proj is None else proj(s)
+
+    def score_params(self) -> dict[str, jax.Array]:
+        """The parameters `score_fn` uses (besides the query projection)."""
+        return {}
+
+    @staticmethod
+    def score_fn(config: AttentionConfig, q: jax.Array, keys: jax.Array,
+                 params: dict[str, jax.Array]) -> jax.Array:
+        """Unnormalised scores: q [B, Dq'] against keys [B, S, ...] -> [B, heads, S]."""
         raise NotImplementedError
 
-    def __call__(self, query: jax.Array, memory: Memory) -> tuple[jax.Array, jax.Array]:
-        weights = masked_softmax(self.score(query, memory), memory.mask)  # [B, S]
-        context = jnp.einsum("bs,bsd->bd", weights, memory.values)  # [B, Dv]
-        return context, weights
+    def scores(self, s: jax.Array, memory: Memory) -> jax.Array:
+        """e for decoder states s [B, Dq] -> [B, heads, S]."""
+        return self.score_fn(self.config, self.query(s), memory.keys, self.score_params())
+
+    def __call__(self, s: jax.Array, memory: Memory) -> tuple[jax.Array, jax.Array]:
+        """One query row per batch row: s [B, Dq] -> context [B, Dc], weights [B, S]."""
+        weights = masked_softmax(self.scores(s, memory), memory.mask[:, None, :])  # [B, h, S]
+        context = mix(weights, memory.values)  # [B, h·d]
+        proj = self.output_projection()
+        return (context if proj is None else proj(context)), weights.mean(axis=1)
 
 
 class Additive(Scorer):
-    """Bahdanau: e_j = vᵀ tanh(W q + U h_j); U h_j is computed once per sentence in `prepare`."""
+    """Bahdanau: e_j = vᵀ tanh(W s + b + U h_j); U h_j is computed once per sentence in `prepare`."""
 
     def setup(self):
-        a = self.config.attention_size
-        self.w = nn.Dense(a, name="w_query")
-        self.u = nn.Dense(a, use_bias=False, name="u_key")
-        self.v = nn.Dense(1, use_bias=False, name="v")
+        c = self.config
+        self.w = Linear(c.query_size, c.attention_size, dtype=c.dtype, name="w_query")
+        self.u = Linear(c.key_size, c.attention_size, use_bias=False, dtype=c.dtype, name="u_key")
+        self.v = self.param("v", nn.initializers.lecun_normal(), (c.attention_size, 1))
 
-    def prepare(self, annotations, mask):
-        return Memory(keys=self.u(annotations), values=annotations, mask=mask)  # keys [B, S, A]
+    def prepare(self, annotations, mask, rows=None):
+        return Memory(keys=rows_lib.dense(self.u, annotations, rows),
+                      values=annotations[:, :, None, :], mask=mask)  # keys [B, S, A]
 
-    def score(self, query, memory):
-        hidden = jnp.tanh(self.w(query)[:, None, :] + memory.keys)  # [B, S, A]
-        return self.v(hidden)[..., 0]  # [B, S]
+    def query_projection(self):
+        return self.w
+
+    def score_params(self):
+        return {"v": self.v[:, 0]}
+
+    @staticmethod
+    def score_fn(config, q, keys, params):
+        hidden = jnp.tanh(keys + q[:, None, :])  # [B, S, A]
+        return jnp.einsum("bsa,a->bs", hidden, params["v"])[:, None, :]
 
 
 class Dot(Scorer):
-    """Luong dot: e_j = qᵀ h_j (no parameters)."""
+    """Luong dot: e_j = sᵀ h_j (no parameters)."""
 
     @classmethod
     def check(cls, config):
         if config.query_size != config.key_size:
             raise ValueError(
-                    f"Scorer {config.scorer!r} needs the decoder size ({config.query_size}) to equal the "
-                    f"annotation size ({config.key_size}). Fix: leave model.encoder_hidden=0 (derived: "
-                    "hidden_size // 2 per direction when bidirectional), or use a scorer with a learned "
-                    "projection: general, additive, multihead.")
+                f"Scorer {config.scorer!r} needs the decoder size ({config.query_size}) to equal the "
+                f"annotation size ({config.key_size}). Fix: leave model.encoder_hidden=0 (derived: "
+                "hidden_size // 2 per direction when bidirectional), or use a scorer with a learned "
+                "projection: general, additive, multihead.")
 
-    def score(self, query, memory):
-        return jnp.einsum("bd,bsd->bs", query, memory.keys)
+    @staticmethod
+    def score_fn(config, q, keys, params):
+        return jnp.einsum("bd,bsd->bs", q, keys)[:, None, :]
 
 
 class ScaledDot(Dot):
-    """Vaswani: e_j = qᵀ h_j / √d."""
+    """Vaswani: e_j = sᵀ h_j / √d."""
 
-    def score(self, query, memory):
-        return super().score(query, memory) / math.sqrt(memory.keys.shape[-1])
+    @staticmethod
+    def score_fn(config, q, keys, params):
+        return Dot.score_fn(config, q, keys, params) / math.sqrt(keys.shape[-1])
 
 
 class General(Scorer):
-    """Luong general: e_j = qᵀ W h_j, with W h_j computed once per sentence."""
+    """Luong general: e_j = sᵀ W h_j, with W h_j computed once per sentence in `prepare`."""
 
     def setup(self):
-        self.w = nn.Dense(self.config.query_size, use_bias=False, name="w")
+        c = self.config
+        self.w = Linear(c.key_size, c.query_size, use_bias=False, dtype=c.dtype, name="w")
 
-    def prepare(self, annotations, mask):
-        return Memory(keys=self.w(annotations), values=annotations, mask=mask)  # keys [B, S, Dq]
+    def prepare(self, annotations, mask, rows=None):
+        return Memory(keys=rows_lib.dense(self.w, annotations, rows),
+                      values=annotations[:, :, None, :], mask=mask)  # keys [B, S, Dq]
 
-    def score(self, query, memory):
-        return jnp.einsum("bd,bsd->bs", query, memory.keys)
+    score_fn = staticmethod(Dot.score_fn)
 
 
 class Location(Scorer):
-    """Luong location: α = softmax(W q) over source positions; ignores the annotations' content."""
+    """Luong location: α = softmax(W s + b) over source positions; ignores the annotations' content."""
+
+    uses_keys = False
 
     def setup(self):
-        self.w = nn.Dense(self.config.max_source_len, name="w")
+        c = self.config
+        self.w = Linear(c.query_size, c.max_source_len, dtype=c.dtype, name="w")
 
-    def score(self, query, memory):
-        s = memory.mask.shape[-1]
-        if s > self.config.max_source_len:
+    def query_projection(self):
+        return self.w
+
+    @staticmethod
+    def score_fn(config, q, keys, params):
+        s = keys.shape[1]
+        if s > config.max_source_len:
             raise ValueError(
-                    f"location attention scores {self.config.max_source_len} source positions but the batch "
-                    f"has {s}; raise model.max_source_len (default: the largest data bucket).")
-        return self.w(query)[:, :s]  # [B, S]
+                f"location attention scores {config.max_source_len} source positions but the batch "
+                f"has {s}; raise model.max_source_len (default: the largest data bucket).")
+        return q[:, None, :s]  # [B, 1, S]
 
 
 class MultiHead(Scorer):
@@ -183,32 +252,39 @@ class MultiHead(Scorer):
     def check(cls, config):
         if config.attention_size % config.num_heads:
             raise ValueError(
-                    f"multihead: attention_size {config.attention_size} is not divisible by num_heads "
-                    f"{config.num_heads}; change model.num_heads or model.attention_size.")
+                f"multihead: attention_size {config.attention_size} is not divisible by num_heads "
+                f"{config.num_heads}; change model.num_heads or model.attention_size.")
 
     def setup(self):
-        a = self.config.attention_size
-        self.q = nn.Dense(a, use_bias=False, name="query")
-        self.k = nn.Dense(a, use_bias=False, name="key")
-        self.v = nn.Dense(a, use_bias=False, name="value")
-        self.o = nn.Dense(self.config.key_size, use_bias=False, name="out")
+        c = self.config
+        a = c.attention_size
+        self.q = Linear(c.query_size, a, use_bias=False, dtype=c.dtype, name="query")
+        self.k = Linear(c.key_size, a, use_bias=False, dtype=c.dtype, name="key")
+        self.v = Linear(c.key_size, a, use_bias=False, dtype=c.dtype, name="value")
+        self.o = Linear(a, c.key_size, use_bias=False, dtype=c.dtype, name="out")
+
+    @property
+    def num_heads(self):
+        return self.config.num_heads
 
     def _split(self, x):
         return x.reshape(*x.shape[:-1], self.config.num_heads, -1)  # [..., H, Dh]
 
-    def prepare(self, annotations, mask):
-        return Memory(keys=self._split(self.k(annotations)), values=self._split(self.v(annotations)),
-                                    mask=mask)  # keys, values [B, S, H, Dh]
+    def prepare(self, annotations, mask, rows=None):
+        return Memory(keys=self._split(rows_lib.dense(self.k, annotations, rows)),
+                      values=self._split(rows_lib.dense(self.v, annotations, rows)),
+                      mask=mask)  # keys, values [B, S, H, Dh]
 
-    def score(self, query, memory):
-        q = self._split(self.q(query))  # [B, H, Dh]
-        return jnp.einsum("bhd,bshd->bhs", q, memory.keys) / math.sqrt(q.shape[-1])  # [B, H, S]
+    def query_projection(self):
+        return self.q
 
-    def __call__(self, query, memory):
-        weights = masked_softmax(self.score(query, memory), memory.mask[:, None, :])  # [B, H, S]
-        heads = jnp.einsum("bhs,bshd->bhd", weights, memory.values)  # [B, H, Dh]
-        context = self.o(heads.reshape(heads.shape[0], -1))  # [B, Dk]
-        return context, weights.mean(axis=1)
+    def output_projection(self):
+        return self.o
+
+    @staticmethod
+    def score_fn(config, q, keys, params):
+        q = q.reshape(q.shape[0], config.num_heads, -1)  # [B, H, Dh]
+        return jnp.einsum("bhd,bshd->bhs", q, keys) / math.sqrt(q.shape[-1])  # [B, H, S]
 
 
 class NoAttention(Scorer):
@@ -218,22 +294,25 @@ class NoAttention(Scorer):
     state: the fixed-vector bottleneck.
     """
 
-    def score(self, query, memory):
-        return jnp.zeros(memory.mask.shape, query.dtype)
+    attends = False
 
-    def __call__(self, query, memory):
-        b, s, d = memory.values.shape
-        return jnp.zeros((b, d), query.dtype), jnp.zeros((b, s), query.dtype)
+    @staticmethod
+    def score_fn(config, q, keys, params):
+        return jnp.zeros((q.shape[0], 1, keys.shape[1]), q.dtype)
+
+    def __call__(self, s, memory):
+        b, n = memory.mask.shape
+        return jnp.zeros((b, self.context_size), s.dtype), jnp.zeros((b, n), s.dtype)
 
 
 SCORERS: dict[str, type[Scorer]] = {
-        "none": NoAttention,
-        "additive": Additive,
-        "dot": Dot,
-        "general": General,
-        "scaled_dot": ScaledDot,
-        "location": Location,
-        "multihead": MultiHead,
+    "none": NoAttention,
+    "additive": Additive,
+    "dot": Dot,
+    "general": General,
+    "scaled_dot": ScaledDot,
+    "location": Location,
+    "multihead": MultiHead,
 }
 SCORER_NAMES = tuple(SCORERS)
 
@@ -244,11 +323,20 @@ def make_scorer(config: AttentionConfig, name: str = "attention") -> Scorer:
     return SCORERS[config.scorer](config, name=name)
 
 
-def attend_all(scorer: Scorer, queries: jax.Array, memory: Memory) -> tuple[jax.Array, jax.Array]:
-    """All target positions at once: queries [B, T, Dq] -> context [B, T, Dv], weights [B, T, S].
+def attend_all(scorer: Scorer, states: jax.Array, memory: Memory) -> tuple[jax.Array, jax.Array]:
+    """All target positions at once: states [B, T, Dq] -> context [B, T, Dc], weights [B, T, S].
 
-    The per-row scorer vmapped over T (parameters shared), not a second implementation.
+    The per-row score function vmapped over T (parameters shared), not a second implementation.
     """
-    per_row = nn.vmap(lambda mdl, q, m: mdl(q, m), in_axes=(1, None), out_axes=1,
-                                        variable_axes={"params": None}, split_rngs={"params": False})
-    return per_row(scorer, queries, memory)
+    b, t = states.shape[:2]
+    if not scorer.attends:
+        return (jnp.zeros((b, t, scorer.context_size), states.dtype),
+                jnp.zeros((b, t, memory.mask.shape[1]), states.dtype))
+    q = scorer.query(states)  # [B, T, Dq']
+    params = scorer.score_params()
+    score = lambda q_t: scorer.score_fn(scorer.config, q_t, memory.keys, params)  # noqa: E731
+    scores = jax.vmap(score, in_axes=1, out_axes=1)(q)  # [B, T, h, S]
+    weights = masked_softmax(scores, memory.mask[:, None, None, :])
+    context = mix(weights, memory.values)  # [B, T, h·d]
+    proj = scorer.output_projection()
+    return (context if proj is None else proj(context)), weights.mean(axis=2)

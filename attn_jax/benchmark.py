@@ -1,114 +1,110 @@
-r"""Training-step benchmark: tokens/s, compile time, memory and FLOPs per scorer (the real step).
+r"""Training-step benchmark: real target tokens/s, compile time, memory and matmul FLOP/s.
 
-Measures `steps.make_train_step` (K vmapped replicas, Adam from the default config's `train`
-section) on random Multi30k-like batches: per-row lengths drawn from a gamma distribution
-(mean 13 tokens) clipped to the padded length (40), vocabularies 7,800 (source) / 5,900 (target).
-Only real target tokens (tgt_out != PAD: words + EOS) are counted.
+Three workloads, each timing the real train step (`steps.make_train_step`, Adam from the default
+config) and counting only real target tokens (tgt_out != PAD: words + EOS):
 
-Per scorer and K it reports:
-  tok/s     non-PAD target tokens per second, K replicas together, over --steps timed steps
-            after --warmup untimed ones, every step blocked on (jax.block_until_ready).
-  step ms   median step time;  xK1 = step time / step time at K=1 (same scorer).
-  compile   seconds for lower + compile of the train step.
-  XLA MF/tok  XLA-counted fwd+bwd FLOPs per target token (`compiled.cost_analysis()['flops']`).
-            XLA counts a while-loop body ONCE, so this misses ~T-1 of T decoder steps (and S-1
-            encoder steps): a lower bound, kept as the issue asks.
-  MM MF/tok   matmul FLOPs (2·M·N·K over every dot_general of the fwd+bwd jaxpr, each scan body
-            times its length): the count used for achieved FLOP/s and %peak.
-  GF/s, %pk   achieved matmul FLOP/s and its fraction of a measured f32 matmul peak (a jitted
-            N×N @ N×N matmul, best of 5, printed at the top with the device).
-  RSS       host peak resident memory (resource.getrusage; a process-lifetime high-water mark,
-            so it includes earlier rows); dev peak = device memory_stats()['peak_bytes_in_use']
-            where the backend has it (GPU; also lifetime), else '-'; XLA MB = the compiled
-            step's argument + output + temp bytes minus aliased (donated) ones.
-The K replicas start from copies of replica 0's parameters (see `_init_replicas`).
-dot and scaled_dot need decoder size == annotation size; when the shape does not satisfy that,
-their rows use encoder_hidden = decoder_hidden // 2 per direction and are marked '*'.
+* `--mode=workload --workload=DIR`: fixed batches from a folder written by
+  `../shared/bench/prep_data.py` (train.{de,en} tokenized, vocab.{de,en}, order.txt): batch i is
+  the 128 pairs order[128 i : 128 i + 128]; src = tokens + </s>, tgt_in = <s> + tokens, tgt_out =
+  tokens + </s>, padded to a multiple of --pad_multiple (one compile per padded shape, compiled
+  before timing). Batches 0..warmup-1 run untimed, the next --steps are timed: the same batches
+  the PyTorch reference (`../shared/bench/torch_ref.py`) times, so the two are side by side.
+* `--mode=pipeline --config=configs/multi30k.py`: one epoch of the project's own input pipeline
+  (that config's data, vocabulary, buckets and batching, `data.batch_tokens` included), with the
+  model sizes from the flags below, after one untimed step per bucket shape.
+* `--mode=synthetic`: random Multi30k-like batches per scorer and per K vmapped replicas
+  (--num_seeds=1,2,4,8), for comparing scorers and seeds.
+  `--mode=decode --workdir=RUN`: beam search (--beam_size) sentences/s over RUN's test split.
 
-Commands (repo root):
+FLOPs are matmul FLOPs of the step-by-step reference model (`Seq2Seq.decode_step` scanned,
+forward and backward, full-vocabulary logits), from its jaxpr: for one sentence pair with S
+source and T target tokens they are exactly a + b·S + c·T + d·S·T (encoder and keys grow with S,
+decoder and output with T, attention with S·T), fitted from four traced shapes. `real` FLOPs
+apply this to each pair's own lengths (the work a padding-free implementation must do);
+`padded` FLOPs to the padded batch shape (what a plain implementation does). Achieved FLOP/s
+and the fraction of a measured f32 matmul peak (jitted N×N @ N×N, best of 5) use the real count.
+Peak memory: the process's resident high-water mark, and XLA's buffer bytes per compiled step.
 
-    python -m attn_jax.benchmark --scorers=additive,dot --steps=3 --warmup=1
-    python -m attn_jax.benchmark --scorers=additive --hidden_size=64 --batch_size=32 \
-        --num_seeds=1,2,4,8 --steps=5
-    python -m attn_jax.benchmark --scorers=additive --hidden_size=128 --batch_size=32 \
-        --num_seeds=1,2,4,8 --steps=5
+    python -m attn_jax.benchmark --mode=workload --workload=/tmp/bench --steps=30 --warmup=5
+    python -m attn_jax.benchmark --mode=pipeline --config=configs/multi30k.py
+    python -m attn_jax.benchmark --mode=synthetic --scorers=additive,dot --steps=3
+    python -m attn_jax.benchmark --mode=synthetic --tgt_vocab=32000 --scorers=additive
+    python -m attn_jax.benchmark --mode=workload --workload=/tmp/bench --profile_dir=/tmp/prof
 
-Measured 2026-11-25 on a shared 2-core AMD EPYC CPU VM (jax 0.10.2, XLA CPU; another user's
-training job ran throughout, load average 1-2 for the first table and 2-6 for the second, so
-times are noisy). The f32 2048^3 matmul reference itself varied 86-178 GFLOP/s between runs
-(contention), so %peak is only indicative; 88 GFLOP/s for the first table.
-
-Default shape (emb 256, bi-GRU 512/dir, dec 512, batch 128, len 40, vocab 7.8k/5.9k), K=1,
---steps=3 --warmup=1, 1804 real target tokens per batch (of 5120 positions):
-
-    scorer     tok/s  step ms  compile s  XLA MF/tok  MM MF/tok  GF/s  RSS MB  XLA MB
-    additive     627     2877        4.4       13.4      168.8   106    2404    1809
-    dot*        1085     1662        3.4        3.1      110.3   120    2404     798
-    * dot-family rows use encoder 256/direction so that sizes match (annotations 512 = decoder).
-
-K vmapped replicas, additive, --hidden_size=H --batch_size=32 --steps=5 (step ms, ratio to K=1):
-
-    H     K=1    K=2           K=4           K=8
-    64    195    381 (1.95)    737 (3.78)    1718 (8.80)
-    128   365    629 (1.72)   1205 (3.30)    2736 (7.50)
-
-On this CPU replicas barely amortise (the 2 cores are already busy at K=1): K replicas cost
-~K times one. At the default shape the output layer (512 -> 5,900 at all 40 padded positions)
-is ~30% of the additive MM count, and 65% of target positions are padding.
+Results and the side-by-side commands: experiments/benchmark/README.md.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import platform
 import resource
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import flax.linen as nn
 import jax
 import jax.extend.core as jex_core
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from attn_jax import attention, config as config_lib, models, steps
+from attn_jax import attention, config as config_lib, loss as loss_lib, models, profiling, runtime
+from attn_jax import steps
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.py"
 DOT_FAMILY = ("dot", "scaled_dot")
+MODES = ("workload", "pipeline", "synthetic", "decode")
 
-flags.DEFINE_list("scorers", list(attention.SCORER_NAMES), "Scorers to benchmark.")
+flags.DEFINE_enum("mode", "synthetic", MODES, "What to time (module docstring).")
+flags.DEFINE_string("workload", "", "workload mode: the folder prep_data.py wrote.")
+flags.DEFINE_integer("pad_multiple", 8, "workload mode: pad each batch to a multiple of this.")
+flags.DEFINE_string("config", str(DEFAULT_CONFIG.parent / "multi30k.py"),
+                    "pipeline mode: the config whose data pipeline is timed.")
+flags.DEFINE_string("workdir", "", "decode mode: a finished run directory.")
+flags.DEFINE_integer("beam_size", 5, "decode mode: beam size.")
+flags.DEFINE_list("scorers", ["additive"], "Scorers to benchmark (synthetic mode: each).")
 flags.DEFINE_integer("embed_size", 256, "Embedding size (source and target).")
 flags.DEFINE_integer("encoder_hidden", 512, "Encoder hidden size per direction.")
 flags.DEFINE_integer("decoder_hidden", 512, "Decoder hidden size (also attention/output size).")
 flags.DEFINE_integer("hidden_size", 0, "If > 0: decoder = hidden, encoder = embed = hidden // 2 "
                      "(the model's derivation); overrides the three sizes above.")
-flags.DEFINE_integer("batch_size", 128, "Sentences per replica per step.")
-flags.DEFINE_integer("src_len", 40, "Padded source length (max source tokens).")
-flags.DEFINE_integer("tgt_len", 40, "Padded target length (max target tokens incl. EOS).")
-flags.DEFINE_float("mean_len", 13.0, "Mean sentence length before clipping.")
-flags.DEFINE_integer("src_vocab", 7800, "Source vocabulary size.")
-flags.DEFINE_integer("tgt_vocab", 5900, "Target vocabulary size.")
+flags.DEFINE_integer("batch_size", 128, "Sentences per replica per step (workload: per batch).")
+flags.DEFINE_integer("src_len", 40, "synthetic: padded source length.")
+flags.DEFINE_integer("tgt_len", 40, "synthetic: padded target length (incl. EOS).")
+flags.DEFINE_float("mean_len", 13.0, "synthetic: mean sentence length before clipping.")
+flags.DEFINE_integer("src_vocab", 7800, "synthetic: source vocabulary size.")
+flags.DEFINE_integer("tgt_vocab", 5900, "synthetic: target vocabulary size.")
 flags.DEFINE_enum("flow", "bahdanau", list(models.FLOWS), "Decoder flow.")
-flags.DEFINE_enum("cell", "gru", list(models.CELLS), "RNN cell.")
-flags.DEFINE_bool("bidirectional", True, "Bidirectional encoder (the issue's default shape).")
-flags.DEFINE_integer("steps", 10, "Timed steps.")
-flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
-flags.DEFINE_list("num_seeds", ["1"], "Replica counts K to measure, e.g. 1,2,4,8.")
+flags.DEFINE_enum("cell", "gru", ["gru", "lstm"], "RNN cell.")
+flags.DEFINE_bool("bidirectional", True, "Bidirectional encoder (Model A).")
+flags.DEFINE_enum("dtype", "float32", list(models.DTYPES), "Matmul dtype.")
+flags.DEFINE_integer("steps", 30, "Timed steps (workload, synthetic).")
+flags.DEFINE_integer("warmup", 5, "Untimed steps before timing.")
+flags.DEFINE_list("num_seeds", ["1"], "synthetic: replica counts K, e.g. 1,2,4,8.")
 flags.DEFINE_integer("matmul_size", 2048, "N of the N x N @ N x N f32 matmul peak measurement.")
 flags.DEFINE_string("json_out", "", "Also write all figures to this JSON file.")
+flags.DEFINE_string("profile_dir", "", "workload/pipeline: also trace 3 steps of the first timed "
+                    "batch's shape there and print where the time goes (attn_jax.profiling).")
 FLAGS = flags.FLAGS
+
+
+# -------------------------------------------------------------------------------------- model
 
 
 def model_config(scorer: str, *, embed_size: int, encoder_hidden: int, decoder_hidden: int,
                  hidden_size: int, src_vocab: int, tgt_vocab: int, src_len: int, flow: str,
-                 cell: str, bidirectional: bool = True) -> tuple[models.ModelConfig, bool]:
+                 cell: str, bidirectional: bool = True,
+                 dtype: str = "float32") -> tuple[models.ModelConfig, bool]:
     """The ModelConfig for one row, and whether a dot-family encoder size was adjusted."""
     model = config_lib.load_config_file(str(DEFAULT_CONFIG)).model
     model.scorer, model.flow, model.cell = scorer, flow, cell
-    model.bidirectional = bidirectional
+    model.bidirectional, model.dtype = bidirectional, dtype
     if hidden_size > 0:  # Everything derived from one knob, as in training.
         model.hidden_size, model.embed_size, model.encoder_hidden, model.decoder_hidden = (
             hidden_size, 0, 0, 0)
@@ -127,6 +123,320 @@ def model_config(scorer: str, *, embed_size: int, encoder_hidden: int, decoder_h
     cfg = models.ModelConfig.from_config(model, src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab,
                                          max_source_len=src_len)
     return cfg, adjusted
+
+
+def _options_model(options: dict[str, Any], scorer: str, src_vocab: int, tgt_vocab: int,
+                   max_len: int) -> tuple[models.ModelConfig, bool]:
+    keys = ("embed_size", "encoder_hidden", "decoder_hidden", "hidden_size", "flow", "cell",
+            "bidirectional", "dtype")
+    return model_config(scorer, src_vocab=src_vocab, tgt_vocab=tgt_vocab, src_len=max_len,
+                        **{k: options[k] for k in keys})
+
+
+# -------------------------------------------------------------------------------------- FLOPs
+
+
+def _sub_jaxprs(value: Any) -> Iterator[jex_core.Jaxpr]:
+    if isinstance(value, jex_core.ClosedJaxpr):
+        yield value.jaxpr
+    elif isinstance(value, jex_core.Jaxpr):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _sub_jaxprs(v)
+
+
+def matmul_flops(jaxpr: jex_core.Jaxpr) -> float:
+    """2·M·N·K summed over every dot_general; a scan body counts `length` times, a cond its
+    costliest branch, a while body once (unknown trip count)."""
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contract)
+            continue
+        subs = [matmul_flops(j) for v in eqn.params.values() for j in _sub_jaxprs(v)]
+        if eqn.primitive.name == "cond":
+            total += max(subs, default=0.0)
+        else:
+            total += eqn.params.get("length", 1) * sum(subs) if eqn.primitive.name == "scan" \
+                else sum(subs)
+    return total
+
+
+def _reference_loss(model: models.Seq2Seq, params, src, tgt_in, tgt_out):
+    """The step-by-step model's loss: decode_step scanned, full logits, cross-entropy."""
+    def run(mdl, src, tgt_in):
+        memory, carry = mdl.encode(src)
+
+        def step(mdl, carry, ids):
+            carry, logits, _ = mdl.decode_step(carry, ids, memory)
+            return carry, logits
+
+        scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False},
+                       in_axes=1, out_axes=1)
+        return scan(mdl, carry, tgt_in)[1]
+
+    logits = model.apply({"params": params}, src, tgt_in, method=run)
+    loss, _ = loss_lib.cross_entropy(logits, tgt_out, (tgt_out != models.PAD).astype(jnp.float32))
+    return loss.sum()
+
+
+@functools.lru_cache(maxsize=None)
+def flop_coefficients(cfg: models.ModelConfig) -> tuple[float, float, float, float]:
+    """(a, b, c, d): forward + backward matmul FLOPs of one pair = a + b·S + c·T + d·S·T."""
+    model = models.Seq2Seq(cfg)
+    params = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0), 4, 4))
+    grad = jax.grad(functools.partial(_reference_loss, model))
+
+    def count(s: int, t: int) -> float:
+        src, tgt = jnp.ones((1, s), jnp.int32), jnp.ones((1, t), jnp.int32)
+        return matmul_flops(jax.make_jaxpr(grad)(params, src, tgt, tgt).jaxpr)
+
+    (s1, s2), (t1, t2) = (4, 8), (4, 8)
+    f11, f12, f21, f22 = count(s1, t1), count(s1, t2), count(s2, t1), count(s2, t2)
+    d = (f22 - f21 - f12 + f11) / ((s2 - s1) * (t2 - t1))
+    b = (f21 - f11) / (s2 - s1) - d * t1
+    c = (f12 - f11) / (t2 - t1) - d * s1
+    return f11 - b * s1 - c * t1 - d * s1 * t1, b, c, d
+
+
+def batch_flops(cfg: models.ModelConfig, batch: dict[str, np.ndarray]) -> tuple[float, float]:
+    """(real, padded) FLOPs of a batch [..., B, L]: each pair at its own lengths / at L."""
+    a, b, c, d = flop_coefficients(cfg)
+    s = (batch["src"] != models.PAD).sum(-1).astype(np.float64)
+    t = (batch["tgt_out"] != models.PAD).sum(-1).astype(np.float64)
+    real = float(np.sum(a + b * s + c * t + d * s * t))
+    sp, tp = batch["src"].shape[-1], batch["tgt_out"].shape[-1]
+    return real, float(s.size * (a + b * sp + c * tp + d * sp * tp))
+
+
+# ---------------------------------------------------------------------------------- measuring
+
+
+def matmul_peak(n: int, reps: int = 5) -> float:
+    """Best-of-`reps` f32 FLOP/s of a jitted n x n @ n x n matmul (after one warmup call)."""
+    a, b = (jax.random.normal(jax.random.key(i), (n, n), jnp.float32) for i in (0, 1))
+    mm = jax.jit(jnp.matmul)
+    jax.block_until_ready(mm(a, b))
+    best = math.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(mm(a, b))
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n**3 / best
+
+
+def _host_peak_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _xla_bytes(compiled) -> int | None:
+    mem = compiled.memory_analysis()
+    if mem is None:
+        return None
+    return (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+            - mem.alias_size_in_bytes)
+
+
+def _init_replicas(model, tx, k: int, src_len: int, tgt_len: int) -> steps.TrainState:
+    """K copies of replica 0 (step time does not depend on the values)."""
+    one = steps.init_state(model, tx, [0], src_len, tgt_len)
+    return jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), one)
+
+
+class Trainer:
+    """The real train step of one model, compiled once per batch shape (compile time recorded)."""
+
+    def __init__(self, cfg: models.ModelConfig, num_seeds: int, total_steps: int):
+        self.cfg = cfg
+        self.model = models.Seq2Seq(cfg)
+        train = config_lib.load_config_file(str(DEFAULT_CONFIG)).train
+        tx, _ = steps.make_optimizer(train, total_steps)
+        self.state = _init_replicas(self.model, tx, num_seeds, 8, 8)
+        self.step = steps.make_train_step(self.model, tx, train.label_smoothing)
+        self.compiled: dict[tuple, Any] = {}
+        self.compile_s: dict[str, float] = {}
+        self.xla_bytes: dict[str, int | None] = {}
+
+    def _key(self, batch) -> tuple:
+        return tuple((k, v.shape) for k, v in sorted(batch.items()) if k != "index")
+
+    def compile(self, batch: dict[str, np.ndarray]) -> None:
+        key = self._key(batch)
+        if key not in self.compiled:
+            args = jax.device_put({k: v for k, v in batch.items() if k != "index"})
+            t = time.perf_counter()
+            self.compiled[key] = self.step.lower(self.state, args).compile()
+            name = "x".join(str(d) for d in batch["src"].shape) + "/" + str(batch["tgt_out"].shape[-1])
+            self.compile_s[name] = time.perf_counter() - t
+            self.xla_bytes[name] = _xla_bytes(self.compiled[key])
+
+    def profile(self, batch: dict[str, np.ndarray], trace_dir: str, steps: int = 3):
+        """Where the time of `batch`'s step goes (`profiling.breakdown`), printed and returned."""
+        self.compile(batch)
+        compiled = self.compiled[self._key(batch)]
+        args = jax.device_put({k: v for k, v in batch.items() if k != "index"})
+
+        def step():
+            self.state, metrics = compiled(self.state, args)
+            return metrics
+
+        path = profiling.profile_steps(step, steps, trace_dir)
+        result = profiling.breakdown(path, compiled.as_text(), steps)
+        print(profiling.format_breakdown(result), flush=True)
+        return {**result, "trace": path}
+
+    def run(self, batch: dict[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
+        """(seconds, metrics) of one blocked step (compiling first if the shape is new)."""
+        self.compile(batch)
+        args = jax.device_put({k: v for k, v in batch.items() if k != "index"})
+        jax.block_until_ready(args)
+        t = time.perf_counter()
+        self.state, metrics = jax.block_until_ready(self.compiled[self._key(batch)](self.state,
+                                                                                   args))
+        return time.perf_counter() - t, jax.device_get(metrics)
+
+
+def _summary(cfg, trainer: Trainer, timed: list[dict], seconds: list[float], peak: float,
+             metrics_weight: float) -> dict[str, Any]:
+    tokens = sum(int((b["tgt_out"] != models.PAD).sum()) for b in timed)
+    pairs = sum(int((b["tgt_out"][..., 0] != models.PAD).sum()) for b in timed)
+    real, padded = (sum(f) for f in zip(*(batch_flops(cfg, b) for b in timed)))
+    total = sum(seconds)
+    return {
+        "timed_steps": len(timed), "timed_target_tokens": tokens, "model_weight_sum": metrics_weight,
+        "timed_pairs": pairs, "seconds": total, "tokens_per_sec": tokens / total,
+        "pairs_per_sec": pairs / total, "step_ms_median": 1e3 * float(np.median(seconds)),
+        "real_flops_per_token": real / tokens, "padded_flops_per_token": padded / tokens,
+        "achieved_flops_per_sec": real / total, "fraction_of_peak": real / total / peak,
+        "padded_fraction_of_peak": padded / total / peak,
+        "compile_s": trainer.compile_s, "xla_step_bytes": trainer.xla_bytes,
+        "host_peak_rss_bytes": _host_peak_bytes(),
+    }
+
+
+def _print_summary(r: dict[str, Any]) -> None:
+    print(f"{r['timed_target_tokens']} real target tokens ({r['timed_pairs']} pairs) in "
+          f"{r['timed_steps']} steps, {r['seconds']:.1f} s: {r['tokens_per_sec']:.0f} tok/s, "
+          f"{r['pairs_per_sec']:.1f} pairs/s, median step {r['step_ms_median']:.0f} ms")
+    print(f"matmul MFLOP per real token: real {r['real_flops_per_token'] / 1e6:.1f}, padded "
+          f"{r['padded_flops_per_token'] / 1e6:.1f}; achieved {r['achieved_flops_per_sec'] / 1e9:.1f}"
+          f" GFLOP/s = {100 * r['fraction_of_peak']:.1f}% of peak (padded count: "
+          f"{100 * r['padded_fraction_of_peak']:.1f}%)")
+    shapes = ", ".join(f"{k}: {v:.1f} s" for k, v in r["compile_s"].items())
+    print(f"compile per shape: {shapes}")
+    mb = [v / 2**20 for v in r["xla_step_bytes"].values() if v]
+    print(f"peak host RSS {r['host_peak_rss_bytes'] / 2**20:.0f} MB; XLA step buffers "
+          f"{min(mb, default=0):.0f}-{max(mb, default=0):.0f} MB")
+
+
+# ---------------------------------------------------------------------------------- workloads
+
+
+def read_workload(folder: str) -> tuple[list[list[int]], list[list[int]], list[int], int, int]:
+    """(src ids, tgt ids, order, src vocab size, tgt vocab size) in this project's ids
+    (PAD 0, BOS 1, EOS 2, UNK 3, word k of vocab.* = k + 4; prep_data.py's words are k + 4 too)."""
+    def lines(name):
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+            return f.read().split("\n")[:-1]
+
+    vocab = {lang: {w: i + 4 for i, w in enumerate(lines(f"vocab.{lang}"))} for lang in ("de", "en")}
+    ids = {lang: [[vocab[lang].get(w, models.UNK) for w in s.split()] for s in lines(f"train.{lang}")]
+           for lang in ("de", "en")}
+    order = [int(x) for x in lines("order.txt")[0].split()] if len(lines("order.txt")) == 1 else \
+        [int(x) for x in " ".join(lines("order.txt")).split()]
+    return ids["de"], ids["en"], order, len(vocab["de"]) + 4, len(vocab["en"]) + 4
+
+
+def workload_batch(src, tgt, rows: Sequence[int], multiple: int) -> dict[str, np.ndarray]:
+    """One [1, B, L] batch (K = 1) of the given pairs, padded to a multiple of `multiple`."""
+    s = [src[i] + [models.EOS] for i in rows]
+    t_in = [[models.BOS] + tgt[i] for i in rows]
+    t_out = [tgt[i] + [models.EOS] for i in rows]
+    pad_to = lambda n: -(-n // multiple) * multiple  # noqa: E731
+
+    def array(seqs):
+        out = np.full((1, len(seqs), pad_to(max(map(len, seqs)))), models.PAD, np.int32)
+        for r, x in enumerate(seqs):
+            out[0, r, :len(x)] = x
+        return out
+
+    return {"src": array(s), "tgt_in": array(t_in), "tgt_out": array(t_out)}
+
+
+def run_workload(options: dict[str, Any], peak: float) -> dict[str, Any]:
+    src, tgt, order, src_vocab, tgt_vocab = read_workload(options["workload"])
+    b = options["batch_size"]
+    batches = [workload_batch(src, tgt, order[b * i:b * (i + 1)], options["pad_multiple"])
+               for i in range(options["warmup"] + options["steps"])]
+    max_len = max(x["src"].shape[-1] for x in batches)
+    cfg, _ = _options_model(options, options["scorers"][0], src_vocab, tgt_vocab, max_len)
+    trainer = Trainer(cfg, 1, len(batches))
+    for batch in batches:
+        trainer.compile(batch)
+    print(f"workload {options['workload']}: {len(batches)} batches of {b}; compiled "
+          f"{len(trainer.compiled)} shapes", flush=True)
+    for batch in batches[:options["warmup"]]:
+        trainer.run(batch)
+    timed, seconds, weight = batches[options["warmup"]:], [], 0.0
+    for batch in timed:
+        dt, metrics = trainer.run(batch)
+        seconds.append(dt)
+        weight += float(np.sum(metrics["weight"]))
+    result = {"model": cfg.__dict__, **_summary(cfg, trainer, timed, seconds, peak, weight)}
+    if options["profile_dir"]:
+        result["profile"] = trainer.profile(timed[0], options["profile_dir"])
+    return result
+
+
+def run_pipeline(options: dict[str, Any], peak: float) -> dict[str, Any]:
+    from attn_jax import data as data_lib
+    config = config_lib.load_config_file(options["config"])
+    with tempfile.TemporaryDirectory() as workdir:
+        data = data_lib.load(config.data, workdir)
+    cfg, _ = _options_model(options, options["scorers"][0], data.src_vocab.size,
+                            data.tgt_vocab.size, max(data.buckets))
+    sizes = data_lib.batch_sizes(config.data, data.buckets)
+    per_epoch = data_lib.steps_per_epoch(data, sizes)
+    trainer = Trainer(cfg, 1, per_epoch)
+    batches = data_lib.train_batches(data, sizes, [config.train.seed])
+    epoch = [next(batches) for _ in range(per_epoch)]
+    for batch in {trainer._key(b): b for b in epoch}.values():  # Compile and warm each shape.
+        trainer.run(batch)
+    print(f"pipeline {options['config']}: one epoch = {per_epoch} steps, batch sizes per bucket "
+          f"{dict(zip(data.buckets, sizes))}; {len(trainer.compiled)} shapes compiled", flush=True)
+    start, seconds, weight = time.perf_counter(), [], 0.0
+    for batch in epoch:
+        dt, metrics = trainer.run(batch)
+        seconds.append(dt)
+        weight += float(np.sum(metrics["weight"]))
+    result = _summary(cfg, trainer, epoch, seconds, peak, weight)
+    result["epoch_wall_s"] = time.perf_counter() - start
+    if options["profile_dir"]:
+        result["profile"] = trainer.profile(epoch[0], options["profile_dir"])
+    return {"model": cfg.__dict__, **result}
+
+
+def run_decode(options: dict[str, Any]) -> dict[str, Any]:
+    """Beam search over the test split of a finished run, as `attn_jax.translate` runs it."""
+    from attn_jax import data as data_lib, translate
+    translator = translate.Translator(options["workdir"], beam_size=options["beam_size"])
+    with open(os.path.join(options["workdir"], "config.json")) as f:
+        data_cfg = config_lib.from_saved(json.load(f)).data
+    lines = [p.src for p in data_lib.read_raw_splits(data_cfg)["test"]]
+    translator.translate(lines)  # Compiles every bucket shape.
+    t = time.perf_counter()
+    translator.translate(lines)
+    seconds = time.perf_counter() - t
+    print(f"beam {options['beam_size']}: {len(lines)} test sentences in {seconds:.1f} s = "
+          f"{len(lines) / seconds:.1f} sentences/s")
+    return {"beam_size": options["beam_size"], "sentences": len(lines), "seconds": seconds,
+            "sentences_per_sec": len(lines) / seconds}
+
+
+# ---------------------------------------------------------------------------------- synthetic
 
 
 def _lengths(rng: np.random.Generator, shape, mean: float, max_len: int) -> np.ndarray:
@@ -156,167 +466,72 @@ def make_batch(seed: int, num_seeds: int, batch_size: int, src_len: int, tgt_len
     return {"src": src, "tgt_in": tgt_in.astype(np.int32), "tgt_out": tgt_out.astype(np.int32)}
 
 
-def _sub_jaxprs(value: Any) -> Iterator[jex_core.Jaxpr]:
-    if isinstance(value, jex_core.ClosedJaxpr):
-        yield value.jaxpr
-    elif isinstance(value, jex_core.Jaxpr):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _sub_jaxprs(v)
-
-
-def matmul_flops(jaxpr: jex_core.Jaxpr) -> float:
-    """2·M·N·K summed over every dot_general; a scan body counts `length` times, a cond its
-    costliest branch, a while body once (unknown trip count; the model has none)."""
-    total = 0.0
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            (contract, _), _ = eqn.params["dimension_numbers"]
-            lhs = eqn.invars[0].aval.shape
-            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contract)
-            continue
-        subs = [matmul_flops(j) for v in eqn.params.values() for j in _sub_jaxprs(v)]
-        if eqn.primitive.name == "cond":
-            total += max(subs, default=0.0)
-        else:
-            total += eqn.params.get("length", 1) * sum(subs) if eqn.primitive.name == "scan" \
-                else sum(subs)
-    return total
-
-
-def matmul_peak(n: int, reps: int = 5) -> float:
-    """Best-of-`reps` f32 FLOP/s of a jitted n x n @ n x n matmul (after one warmup call)."""
-    a, b = (jax.random.normal(jax.random.key(i), (n, n), jnp.float32) for i in (0, 1))
-    mm = jax.jit(jnp.matmul)
-    jax.block_until_ready(mm(a, b))
-    best = math.inf
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(mm(a, b))
-        best = min(best, time.perf_counter() - t)
-    return 2.0 * n**3 / best
-
-
-def _device_peak_bytes() -> int | None:
-    stats = jax.devices()[0].memory_stats()
-    return stats.get("peak_bytes_in_use") if stats else None
-
-
-def _xla_flops(compiled) -> float:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost.get("flops", 0.0)) if cost else 0.0
-
-
-def _init_replicas(model, tx, k: int, src_len: int, tgt_len: int) -> steps.TrainState:
-    """K copies of replica 0 (steps.init_state with seed 0), stacked on the leading axis.
-
-    Not init_state(seeds=range(K)): its vmapped orthogonal init (batched QR) deadlocks in the
-    XLA CPU runtime on a 2-core machine for K >= 2. Step time does not depend on the values.
-    """
-    one = steps.init_state(model, tx, [0], src_len, tgt_len)
-    return jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), one)
-
-
-def bench_one(cfg: models.ModelConfig, batch: dict[str, np.ndarray], num_steps: int,
-              warmup: int) -> dict[str, Any]:
-    """Compiles and times the real train step on `batch` ([K, B, L]); figures for one row."""
-    k, _, length = batch["src"].shape
-    model = models.Seq2Seq(cfg)
-    train = config_lib.load_config_file(str(DEFAULT_CONFIG)).train
-    tx, _ = steps.make_optimizer(train, warmup + num_steps)
-    state = _init_replicas(model, tx, k, length, batch["tgt_in"].shape[-1])
-    train_step = steps.make_train_step(model, tx, train.label_smoothing)
-    dev_batch = jax.device_put(batch)
-
-    t = time.perf_counter()
-    compiled = train_step.lower(state, dev_batch).compile()
-    compile_s = time.perf_counter() - t
-    mm_flops = matmul_flops(jax.make_jaxpr(train_step)(state, dev_batch).jaxpr)
-    mem = compiled.memory_analysis()
-    xla_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-                 - mem.alias_size_in_bytes) if mem is not None else None
-
-    for _ in range(warmup):
-        state, metrics = jax.block_until_ready(compiled(state, dev_batch))
-    times = []
-    for _ in range(num_steps):
-        t = time.perf_counter()
-        state, metrics = jax.block_until_ready(compiled(state, dev_batch))
-        times.append(time.perf_counter() - t)
-
-    tokens = int((batch["tgt_out"] != models.PAD).sum())  # K replicas together
-    xla_flops = _xla_flops(compiled)
-    step_s = float(np.mean(times))
-    return {
-        "num_seeds": k, "target_tokens_per_step": tokens,
-        "model_weight_sum": float(np.asarray(metrics["weight"]).sum()),  # the step's own count
-        "tokens_per_sec": tokens / step_s, "step_ms_mean": 1e3 * step_s,
-        "step_ms_median": 1e3 * float(np.median(times)), "compile_s": compile_s,
-        "xla_flops_per_step": xla_flops, "xla_flops_per_target_token": xla_flops / tokens,
-        "matmul_flops_per_step": mm_flops, "matmul_flops_per_target_token": mm_flops / tokens,
-        "achieved_flops_per_sec": mm_flops / step_s,
-        "host_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "device_peak_bytes": _device_peak_bytes(), "xla_step_bytes": xla_bytes,
-    }
-
-
-def run(options: dict[str, Any]) -> dict[str, Any]:
-    """All rows for the given flag values (a dict of the flags above); prints as it goes."""
-    device = jax.devices()[0]
-    peak = matmul_peak(options["matmul_size"])
-    head = {"device": f"{device.platform}: {device.device_kind}", "backend": jax.default_backend(),
-            "host": f"{platform.machine()}, {os.cpu_count()} CPUs", "jax": jax.__version__,
-            "load_average": os.getloadavg(), "matmul_size": options["matmul_size"],
-            "matmul_peak_flops_per_sec": peak, "options": options}
-    print(f"device {head['device']} ({head['host']}, load {head['load_average'][0]:.2f}); "
-          f"f32 matmul peak {peak / 1e9:.1f} GFLOP/s ({options['matmul_size']}^3)")
+def run_synthetic(options: dict[str, Any], peak: float) -> list[dict[str, Any]]:
     print(_HEADER)
     rows = []
     for scorer in options["scorers"]:
-        cfg, adjusted = model_config(
-            scorer, **{k: options[k] for k in ("embed_size", "encoder_hidden", "decoder_hidden",
-                                              "hidden_size", "src_vocab", "tgt_vocab", "src_len",
-                                              "flow", "cell", "bidirectional")})
+        cfg, adjusted = _options_model(options, scorer, options["src_vocab"],
+                                       options["tgt_vocab"], options["src_len"])
         base_ms = None
         for k in sorted(int(s) for s in options["num_seeds"]):
             batch = make_batch(0, k, options["batch_size"], options["src_len"], options["tgt_len"],
                                options["src_vocab"], options["tgt_vocab"], options["mean_len"])
-            row = bench_one(cfg, batch, options["steps"], options["warmup"])
+            trainer = Trainer(cfg, k, options["warmup"] + options["steps"])
+            for _ in range(options["warmup"]):
+                trainer.run(batch)
+            seconds, weight = [], 0.0
+            for _ in range(options["steps"]):
+                dt, metrics = trainer.run(batch)
+                seconds.append(dt)
+                weight = float(np.sum(metrics["weight"]))
+            row = _summary(cfg, trainer, [batch] * len(seconds), seconds, peak, weight)
             base_ms = base_ms or row["step_ms_median"]
-            row.update(scorer=scorer, dot_adjusted=adjusted, fraction_of_peak=(
-                row["achieved_flops_per_sec"] / peak), step_ratio_to_smallest_k=(
-                row["step_ms_median"] / base_ms), model={
-                "embed_size": cfg.embed_size, "encoder_hidden": cfg.encoder_hidden,
-                "decoder_hidden": cfg.decoder_hidden, "attention_size": cfg.attention_size,
-                "output_size": cfg.output_size})
+            row.update(scorer=scorer, num_seeds=k, dot_adjusted=adjusted,
+                       target_tokens_per_step=row["timed_target_tokens"] // len(seconds),
+                       step_ratio_to_smallest_k=row["step_ms_median"] / base_ms,
+                       compile_s_total=sum(row["compile_s"].values()),
+                       xla_mb=max(row["xla_step_bytes"].values() or [0]) / 2**20,
+                       model=cfg.__dict__)
             rows.append(row)
             print(_format_row(row), flush=True)
-    adjusted = [r for r in rows if r["dot_adjusted"]]
-    if adjusted:
-        enc = adjusted[0]["model"]["encoder_hidden"]
-        print(f"* dot-family rows use encoder {enc}/direction so that sizes match.")
-    print("XLA MF/tok: XLA cost analysis (while bodies counted once: a lower bound). MM MF/tok: "
-          "jaxpr matmuls x scan length (MFLOP = 1e6); GF/s and %pk use MM. RSS/dev peak: process lifetime.")
-    return {**head, "rows": rows}
+    if any(r["dot_adjusted"] for r in rows):
+        print("* dot-family rows use encoder = decoder // 2 per direction so that sizes match.")
+    return rows
 
 
 _HEADER = (f"{'scorer':<12}{'K':>3}{'tok/s':>9}{'step ms':>9}{'xK1':>6}{'compile s':>10}"
-           f"{'XLA MF/tok':>11}{'MM MF/tok':>10}{'GF/s':>7}{'%pk':>6}{'RSS MB':>8}"
-           f"{'dev MB':>8}{'XLA MB':>8}")
+           f"{'MF/tok':>8}{'GF/s':>7}{'%pk':>6}{'RSS MB':>8}{'XLA MB':>8}")
 
 
 def _format_row(r: dict[str, Any]) -> str:
-    mb = lambda b: "-" if b is None else f"{b / 2**20:.0f}"  # noqa: E731
     name = r["scorer"] + ("*" if r["dot_adjusted"] else "")
     return (f"{name:<12}{r['num_seeds']:>3}{r['tokens_per_sec']:>9.0f}{r['step_ms_median']:>9.1f}"
-            f"{r['step_ratio_to_smallest_k']:>6.2f}{r['compile_s']:>10.1f}"
-            f"{r['xla_flops_per_target_token'] / 1e6:>11.2f}"
-            f"{r['matmul_flops_per_target_token'] / 1e6:>10.2f}"
-            f"{r['achieved_flops_per_sec'] / 1e9:>7.1f}{100 * r['fraction_of_peak']:>6.1f}"
-            f"{mb(r['host_peak_rss_bytes']):>8}{mb(r['device_peak_bytes']):>8}"
-            f"{mb(r['xla_step_bytes']):>8}")
+            f"{r['step_ratio_to_smallest_k']:>6.2f}{r['compile_s_total']:>10.1f}"
+            f"{r['real_flops_per_token'] / 1e6:>8.1f}{r['achieved_flops_per_sec'] / 1e9:>7.1f}"
+            f"{100 * r['fraction_of_peak']:>6.1f}{r['host_peak_rss_bytes'] / 2**20:>8.0f}"
+            f"{r['xla_mb']:>8.0f}")
+
+
+# --------------------------------------------------------------------------------------- main
+
+
+def run(options: dict[str, Any]) -> dict[str, Any]:
+    """All figures of one mode (a dict of the flags above); prints as it goes."""
+    device = jax.devices()[0]
+    head = {"device": f"{device.platform}: {device.device_kind}", "backend": jax.default_backend(),
+            "host": f"{platform.machine()}, {os.cpu_count()} CPUs", "jax": jax.__version__,
+            "load_average": os.getloadavg(), "options": options}
+    if options["mode"] == "decode":
+        return {**head, **run_decode(options)}
+    peak = matmul_peak(options["matmul_size"])
+    head.update(matmul_size=options["matmul_size"], matmul_peak_flops_per_sec=peak)
+    print(f"device {head['device']} ({head['host']}, load {head['load_average'][0]:.2f}); "
+          f"f32 matmul peak {peak / 1e9:.1f} GFLOP/s ({options['matmul_size']}^3)", flush=True)
+    if options["mode"] == "synthetic":
+        return {**head, "rows": run_synthetic(options, peak)}
+    result = (run_workload if options["mode"] == "workload" else run_pipeline)(options, peak)
+    _print_summary(result)
+    return {**head, **result}
 
 
 def main(argv: Sequence[str]) -> None:
@@ -325,16 +540,23 @@ def main(argv: Sequence[str]) -> None:
     unknown = sorted(set(FLAGS.scorers) - set(attention.SCORER_NAMES))
     if unknown:
         raise app.UsageError(f"Unknown scorers {unknown}; valid: {', '.join(attention.SCORER_NAMES)}.")
+    if FLAGS.mode == "workload" and not FLAGS.workload:
+        raise app.UsageError("--mode=workload needs --workload=DIR (written by "
+                             "../shared/bench/prep_data.py --out DIR).")
+    if FLAGS.mode == "decode" and not FLAGS.workdir:
+        raise app.UsageError("--mode=decode needs --workdir=RUN (a finished training run).")
     options = {name: FLAGS[name].value for name in _FLAG_NAMES}
     result = run(options)
     if FLAGS.json_out:
-        Path(FLAGS.json_out).write_text(json.dumps(result, indent=1))
+        Path(FLAGS.json_out).write_text(json.dumps(result, indent=1, default=str))
         print(f"wrote {FLAGS.json_out}")
 
 
-_FLAG_NAMES = ("scorers", "embed_size", "encoder_hidden", "decoder_hidden", "hidden_size",
-               "batch_size", "src_len", "tgt_len", "mean_len", "src_vocab", "tgt_vocab", "flow",
-               "cell", "bidirectional", "steps", "warmup", "num_seeds", "matmul_size")
+_FLAG_NAMES = ("mode", "workload", "pad_multiple", "config", "workdir", "beam_size", "scorers",
+               "embed_size", "encoder_hidden", "decoder_hidden", "hidden_size", "batch_size",
+               "src_len", "tgt_len", "mean_len", "src_vocab", "tgt_vocab", "flow", "cell",
+               "bidirectional", "dtype", "steps", "warmup", "num_seeds", "matmul_size", "profile_dir")
 
 if __name__ == "__main__":
+    runtime.keep_freed_memory()
     app.run(main)

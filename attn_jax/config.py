@@ -26,7 +26,7 @@ SCHEDULES = ("cosine", "constant")
 # meaning of parameters or the data). Others (eval settings, logging) may change on resume.
 RESUME_KEYS = ("data.name", "data.source_lang", "data.target_lang", "data.train_size",
                "data.seed", "data.vocab", "data.vocab_size", "data.joint_vocab", "data.buckets",
-               "data.batch_size", "model", "train.seed", "train.num_seeds")
+               "data.batch_size", "data.batch_tokens", "model", "train.seed", "train.num_seeds")
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
@@ -38,6 +38,13 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module.get_config(arg) if arg else module.get_config()
+
+
+def from_saved(saved: dict[str, Any]) -> ml_collections.ConfigDict:
+    """A run's config.json content back as a ConfigDict (lists that are tuples in configs, too)."""
+    config = ml_collections.ConfigDict(saved)
+    config.data.buckets = tuple(config.data.buckets)
+    return config
 
 
 def _flat_keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -99,7 +106,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     nonneg = {"train.num_steps": t.num_steps, "train.num_epochs": t.num_epochs,
               "train.warmup_steps": t.warmup_steps, "train.eval_every": t.eval_every,
               "train.checkpoint_every": t.checkpoint_every, "eval.valid_subset": e.valid_subset,
-              "eval.num_heatmaps": e.num_heatmaps, "train.grad_clip": t.grad_clip}
+              "eval.num_heatmaps": e.num_heatmaps, "train.grad_clip": t.grad_clip,
+              "data.batch_tokens": config.data.batch_tokens}
     for key, value in nonneg.items():
         if value < 0:
             raise ValueError(f"{key} must be >= 0, got {value}.")

@@ -779,16 +779,35 @@ def describe(data: Data) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def _batches_per_bucket(split: Split, batch_size: int) -> list[int]:
-    """ceil(n_b / B): the last batch of a bucket is filled by wrap-around (see train_batches)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    return [math.ceil(len(a["index"]) / batch_size) for a in split.bucket_arrays]
+def batch_sizes(cfg: Any, buckets: Sequence[int]) -> tuple[int, ...]:
+    """Sentences per train batch in each bucket: data.batch_size everywhere, or with
+    data.batch_tokens > 0 about batch_tokens / L sentences in the bucket of padded length L (a
+    multiple of 8 once at least 8), so every batch holds about the same number of tokens."""
+    if cfg.batch_tokens <= 0:
+        return tuple(int(cfg.batch_size) for _ in buckets)
+    sizes = []
+    for length in buckets:
+        size = max(1, cfg.batch_tokens // length)
+        sizes.append(size // 8 * 8 if size >= 8 else size)
+    return tuple(sizes)
 
 
-def steps_per_epoch(data: Data, batch_size: int) -> int:
-    """Train steps per epoch: sum over buckets of ceil(n_b / batch_size)."""
-    return sum(_batches_per_bucket(data.splits["train"], batch_size))
+def _per_bucket(sizes: int | Sequence[int], n: int) -> tuple[int, ...]:
+    sizes = (sizes,) * n if isinstance(sizes, (int, np.integer)) else tuple(sizes)
+    if len(sizes) != n or min(sizes) < 1:
+        raise ValueError(f"batch sizes must be >= 1, one per bucket ({n}), got {sizes}")
+    return sizes
+
+
+def _batches_per_bucket(split: Split, sizes: int | Sequence[int]) -> list[int]:
+    """ceil(n_b / B_b): the last batch of a bucket is filled by wrap-around (see train_batches)."""
+    sizes = _per_bucket(sizes, len(split.bucket_arrays))
+    return [math.ceil(len(a["index"]) / size) for a, size in zip(split.bucket_arrays, sizes)]
+
+
+def steps_per_epoch(data: Data, sizes: int | Sequence[int]) -> int:
+    """Train steps per epoch: sum over buckets of ceil(n_b / B_b) (`batch_sizes`, or one int)."""
+    return sum(_batches_per_bucket(data.splits["train"], sizes))
 
 
 def _bucket_schedule(counts: Sequence[int], data_seed: int,
@@ -812,12 +831,13 @@ def _replica_permutation(n: int, seed: int, epoch: int, bucket: int) -> np.ndarr
     return np.random.default_rng([1, seed, epoch, bucket]).permutation(n)
 
 
-def train_batches(data: Data, batch_size: int, seeds: Sequence[int],
+def train_batches(data: Data, sizes: int | Sequence[int], seeds: Sequence[int],
                   start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Endless train batches for K = len(seeds) replicas: {'src','tgt_in','tgt_out': [K, B, L],
-    'index': [K, B]}, with L one of data.buckets.
+    'index': [K, B]}, with L one of data.buckets and B its batch size (`batch_sizes`; an int:
+    the same in every bucket).
 
-    Step k is a pure function of (data, batch_size, seeds, data.seed, k):
+    Step k is a pure function of (data, sizes, seeds, data.seed, k):
       epoch, j = divmod(k, steps_per_epoch)
       bucket   = schedule(data.seed, epoch)[j]         (same for all replicas, so shapes match)
       rows     = permutation(seed_i, epoch, bucket)    (each replica its own order)
@@ -827,7 +847,8 @@ def train_batches(data: Data, batch_size: int, seeds: Sequence[int],
     bucket (so a few examples appear twice per epoch; a bucket smaller than B repeats its examples).
     """
     split = data.splits["train"]
-    counts = _batches_per_bucket(split, batch_size)
+    sizes = _per_bucket(sizes, len(split.bucket_arrays))
+    counts = _batches_per_bucket(split, sizes)
     per_epoch = sum(counts)
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -842,7 +863,8 @@ def train_batches(data: Data, batch_size: int, seeds: Sequence[int],
         b = int(order[j])
         arrays = split.bucket_arrays[b]
         n_b = len(arrays["index"])
-        positions = (occurrence[j] * batch_size + np.arange(batch_size)) % n_b  # [B]
+        size = sizes[b]
+        positions = (occurrence[j] * size + np.arange(size)) % n_b  # [B]
         rows = []
         for seed in seeds:
             if (seed, b) not in perms:

@@ -1,4 +1,4 @@
-"""RNN encoder-decoder with attention: both decoder flows, one cell scanned over time.
+"""RNN encoder-decoder with attention: both decoder flows over one set of parameters.
 
 Notation (README): h_j encoder annotations, s_t decoder state, y_t target tokens,
 e_tj = score(q_t, h_j), α_tj = softmax_j e_tj, c_t = Σ_j α_tj h_j.
@@ -12,9 +12,14 @@ e_tj = score(q_t, h_j), α_tj = softmax_j e_tj, c_t = Σ_j α_tj h_j.
 Both: s_0 = tanh(W_b h_final), h_final = the encoder's last state ([forward; backward] when
 bidirectional): the learned bridge.
 
-`Seq2Seq.encode` and `Seq2Seq.decode_step` are callable on their own (greedy and beam search
-drive them); `Seq2Seq.__call__` is the teacher-forced pass: the same `decode_step` scanned over
-time with `nn.scan`, returning `(logits, aux)` with aux["attention"] of shape [B, T, S].
+Two ways through the same parameters:
+* step by step: `encode`, then `decode_step` once per target token (greedy and beam search
+  drive them; this is also the reference the tests hold the fast path to);
+* teacher forced, all target positions at once: `__call__` (logits [B, T, V] and the attention
+  [B, T, S]), `loss` (training: the fused output head over real tokens only, `attn_jax.loss`)
+  and `token_nll` (evaluation). These run the encoder and decoder as the fused recurrences of
+  `attn_jax.recurrence`: input projections for all time steps before the loop, the output head
+  after it, hand-written backward passes.
 """
 
 from __future__ import annotations
@@ -27,15 +32,21 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax import attention as attn_lib
+from attn_jax import loss as loss_lib
+from attn_jax import recurrence
+from attn_jax import rows as rows_lib
+from attn_jax.layers import CELLS, Cell, Linear, hidden, initial_carry, matmul
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
-CELLS = ("gru", "lstm")
 FLOWS = ("bahdanau", "luong")
+DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The model's frozen, typed configuration. Build it with `from_config`; modules read only this."""
+    """The model's frozen, typed configuration. Build it with `from_config`; modules read only this.
+
+    The defaults are those `from_config` derives from configs/default.py (hidden_size 128)."""
 
     src_vocab_size: int
     tgt_vocab_size: int
@@ -43,27 +54,32 @@ class ModelConfig:
     flow: str = "bahdanau"  # "bahdanau" (query s_{t-1}) or "luong" (query s_t)
     cell: str = "gru"  # "gru" or "lstm", encoder and decoder
     embed_size: int = 64
-    encoder_hidden: int = 64  # Per direction.
+    encoder_hidden: int = 128  # Per direction.
     encoder_layers: int = 1
-    bidirectional: bool = True
+    bidirectional: bool = False
     decoder_hidden: int = 128  # Size of s_t, the attention query.
-    attention_size: int = 128  # Additive W q + U h size; multihead total head size.
+    attention_size: int = 64  # Additive W q + U h size; multihead total head size.
     num_heads: int = 4  # Multihead only.
     output_size: int = 128  # Bahdanau deep-output size; Luong attentional state h̃ size.
     input_feeding: bool = True  # Luong only: feed h̃_{t-1} into the RNN input.
-    max_source_len: int = 64  # Location scorer: source positions W q scores.
+    max_source_len: int = 72  # Location scorer: source positions W q scores.
     dropout: float = 0.0
+    dtype: str = "float32"  # Matmul dtype: "float32" | "bfloat16" (parameters stay float32).
 
     @property
     def annotation_size(self) -> int:
         return self.encoder_hidden * (2 if self.bidirectional else 1)
 
     @property
+    def compute_dtype(self) -> Any:
+        return DTYPES[self.dtype]
+
+    @property
     def attention(self) -> attn_lib.AttentionConfig:
         return attn_lib.AttentionConfig(
             scorer=self.scorer, query_size=self.decoder_hidden, key_size=self.annotation_size,
             attention_size=self.attention_size, num_heads=self.num_heads,
-            max_source_len=self.max_source_len)
+            max_source_len=self.max_source_len, dtype=self.compute_dtype)
 
     def validate(self) -> "ModelConfig":
         """Raises ValueError naming the valid choices; cheap, call it before compiling."""
@@ -73,6 +89,9 @@ class ModelConfig:
         if self.cell not in CELLS:
             raise ValueError(f"Unknown RNN cell {self.cell!r}; valid cells: {', '.join(CELLS)} "
                              "(set --config.model.cell=NAME).")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"Unknown model dtype {self.dtype!r}; valid: {', '.join(DTYPES)} "
+                             "(set --config.model.dtype=NAME).")
         for field in ("src_vocab_size", "tgt_vocab_size", "embed_size", "encoder_hidden",
                       "encoder_layers", "decoder_hidden", "output_size"):
             if getattr(self, field) <= 0:
@@ -108,41 +127,56 @@ class ModelConfig:
             attention_size=derived(model.attention_size, max(h // 2, 1)),
             num_heads=model.num_heads,
             output_size=derived(model.output_size, h), input_feeding=model.input_feeding,
-            max_source_len=max_source_len, dropout=model.dropout).validate()
+            max_source_len=max_source_len, dropout=model.dropout, dtype=model.dtype).validate()
 
 
-def _make_cell(kind: str, size: int, **kwargs) -> nn.RNNCellBase:
-    return nn.GRUCell(size, **kwargs) if kind == "gru" else nn.OptimizedLSTMCell(size, **kwargs)
-
-
-def _hidden(kind: str, carry: Any) -> jax.Array:
-    """The hidden state s of a cell's carry (an LSTM carry is (c, h))."""
-    return carry if kind == "gru" else carry[1]
+def reverse_rows(x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """x [B, S, ...] with each row's first lengths[b] entries reversed (padding stays at the end)."""
+    t = jnp.arange(x.shape[1])[None, :]
+    idx = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)  # [B, S]
+    return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
 class Encoder(nn.Module):
-    """Stacked (bi)directional RNN over embedded source tokens; respects sequence lengths."""
+    """Stacked (bi)directional RNN over embedded source tokens; a row's state stops at its end.
+
+    Both directions run in one fused loop (`recurrence.rnn` with a direction axis): the backward
+    one reads each row reversed. Equal to flax's `nn.Bidirectional(nn.RNN(...))` with
+    `seq_lengths` at real positions (tested).
+    """
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, lengths: jax.Array, deterministic: bool = True):
-        # x [B, S, E], lengths [B] -> annotations [B, S, Da], final [B, Da]
+    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool = True,
+                 steps: jax.Array | None = None, bound: jax.Array | None = None):
+        """x [B, S, E], mask [B, S] -> annotations [B, S, Da], final [B, Da]. steps, bound:
+        optional traced bounds on the longest source and on the real tokens (`steps.extent`)."""
         c = self.config
+        dtype = c.compute_dtype
+        lengths = mask.sum(-1)  # [B]
+        mask = mask.T  # [S, B] time-major
+        plan = rows_lib.plan(mask.reshape(-1), rows_lib.CHUNK, bound)
         for layer in range(c.encoder_layers):
             if layer:
                 x = nn.Dropout(c.dropout)(x, deterministic=deterministic)
-            fwd = nn.RNN(_make_cell(c.cell, c.encoder_hidden), return_carry=True,
-                         name=f"fwd_{layer}")
+            names = ("fwd", "bwd") if c.bidirectional else ("fwd",)
+            cells = [Cell(c.cell, x.shape[-1], c.encoder_hidden, dtype=dtype, name=f"{n}_{layer}")
+                     for n in names]
+            inputs = [x, reverse_rows(x, lengths)][:len(cells)]
+            gi = jnp.stack([_project(cell, jnp.swapaxes(xi, 0, 1), plan)  # [S, D, B, G·H]
+                            for cell, xi in zip(cells, inputs)], axis=1)
+            w_h = jnp.stack([cell.w_h for cell in cells])  # [D, H, G·H]
+            b_h = jnp.stack([cell.hidden_bias() for cell in cells])[:, None, :]  # [D, 1, G·H]
+            h0 = jnp.zeros((len(cells), x.shape[0], c.encoder_hidden), x.dtype)
+            hs, final = recurrence.rnn(c.cell, dtype, w_h, b_h, gi, initial_carry(c.cell, h0),
+                                       mask, steps, plan)  # hs [S, D, B, H]
+            outs = [jnp.swapaxes(hs[:, d], 0, 1) for d in range(len(cells))]  # [B, S, H] each
             if c.bidirectional:
-                bwd = nn.RNN(_make_cell(c.cell, c.encoder_hidden), return_carry=True,
-                             name=f"bwd_{layer}")
-                (cf, cb), x = nn.Bidirectional(fwd, bwd, return_carry=True, name=f"birnn_{layer}")(
-                    x, seq_lengths=lengths)
-                final = jnp.concatenate([_hidden(c.cell, cf), _hidden(c.cell, cb)], -1)
-            else:
-                carry, x = fwd(x, seq_lengths=lengths)
-                final = _hidden(c.cell, carry)
+                outs[1] = reverse_rows(outs[1], lengths)
+            x = jnp.concatenate(outs, -1)
+            final = hidden(c.cell, final)  # [D, B, H]
+            final = jnp.concatenate(list(final), -1)  # [B, D·H]
         return x, final
 
 
@@ -153,33 +187,46 @@ class Seq2Seq(nn.Module):
 
     def setup(self):
         c = self.config
+        dtype = c.compute_dtype
         self.src_embed = nn.Embed(c.src_vocab_size, c.embed_size, name="src_embed")
         self.tgt_embed = nn.Embed(c.tgt_vocab_size, c.embed_size, name="tgt_embed")
         self.encoder = Encoder(c, name="encoder")
-        self.bridge = nn.Dense(c.decoder_hidden, name="bridge")
+        self.bridge = Linear(c.annotation_size, c.decoder_hidden, dtype=dtype, name="bridge")
         self.attention = attn_lib.make_scorer(c.attention, name="attention")
-        self.cell = _make_cell(c.cell, c.decoder_hidden, name="decoder_cell")
+        context = self.attention.context_size
+        if c.flow == "bahdanau":
+            cell_in = c.embed_size + context
+            combine_in = c.decoder_hidden + context + c.embed_size  # W_d [s; c; y]
+        else:
+            cell_in = c.embed_size + (c.output_size if c.input_feeding else 0)
+            combine_in = context + c.decoder_hidden  # W_c [c; s]
+        self.cell = Cell(c.cell, cell_in, c.decoder_hidden, dtype=dtype, name="decoder_cell")
         # Bahdanau: the deep output W_d; Luong: the attentional layer W_c.
-        self.combine = nn.Dense(c.output_size, use_bias=c.flow == "bahdanau", name="combine")
-        self.output = nn.Dense(c.tgt_vocab_size, name="output")  # W_o / W_s
+        self.combine = Linear(combine_in, c.output_size, use_bias=c.flow == "bahdanau",
+                              dtype=dtype, name="combine")
+        self.output = Linear(c.output_size, c.tgt_vocab_size, dtype=dtype, name="output")  # W_o / W_s
         self.dropout = nn.Dropout(c.dropout)
-
-    def encode(self, src: jax.Array, deterministic: bool = True):
-        """src [B, S] -> (memory, carry): attention memory (keys projected once) and s_0."""
-        c = self.config
-        mask = src != PAD  # [B, S]
-        x = self.dropout(self.src_embed(src), deterministic=deterministic)  # [B, S, E]
-        annotations, final = self.encoder(x, mask.sum(-1), deterministic)  # [B, S, Da], [B, Da]
-        memory = self.attention.prepare(annotations, mask)
-        s0 = jnp.tanh(self.bridge(final))  # [B, Hd]
-        rnn = s0 if c.cell == "gru" else (jnp.zeros_like(s0), s0)
-        carry = {"rnn": rnn}
-        if self._feeds_input():
-            carry["feed"] = jnp.zeros((src.shape[0], c.output_size), s0.dtype)
-        return memory, carry
 
     def _feeds_input(self) -> bool:
         return self.config.flow == "luong" and self.config.input_feeding
+
+    # ---------------------------------------------------------------------- step by step
+
+    def encode(self, src: jax.Array, deterministic: bool = True,
+               extent: dict[str, jax.Array] | None = None):
+        """src [B, S] -> (memory, carry): attention memory (keys projected once) and s_0."""
+        c = self.config
+        mask = src != PAD  # [B, S]
+        steps, bound = (None, None) if extent is None else (extent["src"], extent["src_rows"])
+        x = self.dropout(self.src_embed(src), deterministic=deterministic)  # [B, S, E]
+        annotations, final = self.encoder(x, mask, deterministic, steps, bound)  # [B,S,Da], [B,Da]
+        memory = self.attention.prepare(
+            annotations, mask, rows_lib.plan(mask.reshape(-1), rows_lib.CHUNK, bound))
+        s0 = jnp.tanh(self.bridge(final))  # [B, Hd]
+        carry = {"rnn": initial_carry(c.cell, s0)}
+        if self._feeds_input():
+            carry["feed"] = jnp.zeros((src.shape[0], c.output_size), s0.dtype)
+        return memory, carry
 
     def decode_step(self, carry, ids: jax.Array, memory: attn_lib.Memory,
                     deterministic: bool = True):
@@ -187,7 +234,7 @@ class Seq2Seq(nn.Module):
         c = self.config
         y = self.dropout(self.tgt_embed(ids), deterministic=deterministic)  # [B, E]
         if c.flow == "bahdanau":
-            context, weights = self.attention(_hidden(c.cell, carry["rnn"]), memory)  # [B, Da]
+            context, weights = self.attention(hidden(c.cell, carry["rnn"]), memory)  # [B, Dc]
             rnn, s = self.cell(carry["rnn"], jnp.concatenate([y, context], -1))  # s [B, Hd]
             out = jnp.tanh(self.combine(jnp.concatenate([s, context, y], -1)))  # [B, O]
             new_carry = {"rnn": rnn}
@@ -200,41 +247,132 @@ class Seq2Seq(nn.Module):
         logits = self.output(self.dropout(out, deterministic=deterministic))  # [B, V]
         return new_carry, logits, weights
 
+    # ------------------------------------------------------------------ teacher forced
+
     def __call__(self, src: jax.Array, tgt_in: jax.Array, deterministic: bool = True):
         """Teacher forcing: src [B, S], tgt_in [B, T] -> logits [B, T, V], {"attention": [B, T, S]}."""
-        memory, carry = self.encode(src, deterministic)
-        if self.config.flow == "luong" and not self.config.input_feeding:
-            return self._luong_parallel(carry, tgt_in, memory, deterministic)
+        features, aux = self.features(src, tgt_in, deterministic)  # [T, B, F]
+        out = features if self.config.flow == "luong" and self._feeds_input() else \
+            jnp.tanh(self.combine(features))
+        logits = self.output(self.dropout(out, deterministic=deterministic))  # [T, B, V]
+        return jnp.swapaxes(logits, 0, 1), aux
 
-        def step(module, carry, ids):
-            carry, logits, weights = module.decode_step(carry, ids, memory, deterministic)
-            return carry, (logits, weights)
+    def loss(self, src: jax.Array, tgt_in: jax.Array, tgt_out: jax.Array, *,
+             smoothing: float = 0.0, deterministic: bool = True,
+             extent: dict[str, jax.Array] | None = None):
+        """Training loss without [B, T, V] logits: (Σ loss, Σ nll, Σ weight, aux) over real tokens.
 
-        scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False,
-                                                                       "dropout": True},
-                       in_axes=1, out_axes=1)
-        _, (logits, weights) = scan(self, carry, tgt_in)
-        return logits, {"attention": weights}
+        extent (optional, traced): bounds shared by vmapped replicas (`steps.extent`): the longest
+        source and target ("src", "tgt") and the most real source and target tokens ("src_rows",
+        "rows"); loops stop there.
+        """
+        features, aux, plan = self._features(src, tgt_in, deterministic, extent)  # [T, B, F]
+        t, b, f = features.shape
+        targets = jnp.swapaxes(tgt_out, 0, 1).reshape(t * b)
+        weights = (targets != PAD).astype(jnp.float32)
+        rate = 0.0 if deterministic else self.config.dropout
+        loss, nll = loss_lib.head_loss(
+            self._head(), features.reshape(t * b, f), targets, weights, plan, smoothing=smoothing,
+            dropout_rate=rate, dropout_key=self.make_rng("dropout") if rate > 0 else None,
+            dtype=self.config.compute_dtype)
+        return loss, nll, weights.sum(), aux
 
-    def _luong_parallel(self, carry, tgt_in, memory, deterministic):
-        """Luong without input feeding: the RNN does not depend on attention, so scan the RNN alone
-        and attend from all T states at once (the same scorer, vmapped over T)."""
-        y = self.dropout(self.tgt_embed(tgt_in), deterministic=deterministic)  # [B, T, E]
+    def token_nll(self, src: jax.Array, tgt_in: jax.Array, tgt_out: jax.Array):
+        """Evaluation: per-sentence nll [B] (summed over real tokens) and {"attention": [B, T, S]}."""
+        features, aux, plan = self._features(src, tgt_in)  # [T, B, F]
+        t, b, f = features.shape
+        targets = jnp.swapaxes(tgt_out, 0, 1).reshape(t * b)
+        weights = (targets != PAD).astype(jnp.float32)
+        nll = loss_lib.token_nll(self._head(), features.reshape(t * b, f), targets, weights, plan,
+                                 dtype=self.config.compute_dtype)
+        return nll.reshape(t, b).sum(0), aux
 
-        def rnn_step(cell, c, x):
-            return cell(c, x)
+    def _head(self) -> dict[str, Any]:
+        """The output head's parameters for `loss_lib` (hidden layer = combine, unless Luong with
+        input feeding computed h̃ inside the recurrence)."""
+        head = {"w2": self.output.kernel, "b2": self.output.bias, "w1": None, "b1": None}
+        if not (self.config.flow == "luong" and self._feeds_input()):
+            head.update(w1=self.combine.kernel, b1=self.combine.bias)
+        return head
 
-        scan = nn.scan(rnn_step, variable_broadcast="params", split_rngs={"params": False},
-                       in_axes=1, out_axes=1)
-        _, states = scan(self.cell, carry["rnn"], y)  # [B, T, Hd]
-        context, weights = attn_lib.attend_all(self.attention, states, memory)  # [B,T,Da], [B,T,S]
-        out = jnp.tanh(self.combine(jnp.concatenate([context, states], -1)))  # [B, T, O]
-        logits = self.output(self.dropout(out, deterministic=deterministic))  # [B, T, V]
-        return logits, {"attention": weights}
+    def features(self, src, tgt_in, deterministic: bool = True, extent=None):
+        """The decoder's input to the output head for every target position, time-major [T, B, F]
+        (Bahdanau: [s_t; c_t; y_{t-1}]; Luong: h̃_t, or [c_t; s_t] without input feeding), and
+        {"attention": [B, T, S]}. The fused recurrences; `decode_step` is the reference."""
+        return self._features(src, tgt_in, deterministic, extent)[:2]
+
+    def _features(self, src, tgt_in, deterministic=True, extent=None):
+        """`features` and the real-row plan of the time-major [T, B] target layout."""
+        c = self.config
+        dtype = c.compute_dtype
+        memory, carry = self.encode(src, deterministic, extent)
+        steps, bound = (None, None) if extent is None else (extent["tgt"], extent["rows"])
+        tgt_in = jnp.swapaxes(tgt_in, 0, 1)  # [T, B]
+        plan = rows_lib.plan((tgt_in != PAD).reshape(-1), rows_lib.CHUNK, bound)
+        y = self.dropout(self.tgt_embed(tgt_in), deterministic=deterministic)  # [T, B, E]
+        e = c.embed_size
+        cell, scorer = self.cell, self.attention
+        gi_e = rows_lib.linear(y, cell.w_i[:e], plan, dtype)  # [T, B, G·H]: the embeddings' share
+        if cell.input_bias() is not None:
+            gi_e = gi_e + cell.input_bias()
+        query, out_proj = scorer.query_projection(), scorer.output_projection()
+
+        def with_query(w, b):  # [W_q | w], [b_q | b]: the query projection shares the matmul.
+            if query is None:
+                return w, b
+            b_q = query.bias if query.bias is not None else jnp.zeros(query.features, w.dtype)
+            return jnp.concatenate([query.kernel, w], 1), jnp.concatenate([b_q, b])
+
+        def from_mixed(w):  # A weight applied to the context, moved before multihead's W_o.
+            return w if out_proj is None else out_proj.kernel @ w
+
+        spec = recurrence.DecoderSpec(
+            kind=c.cell, score_fn=type(scorer).score_fn, attention=scorer.config,
+            attends=scorer.attends, uses_keys=scorer.uses_keys, has_query=query is not None,
+            dtype=dtype)
+        memory_args = (memory.keys, memory.values, memory.mask, steps, plan)
+        context_of = lambda mixed: mixed if out_proj is None else out_proj(mixed)  # noqa: E731
+        if c.flow == "bahdanau":
+            w_s, b_s = with_query(cell.w_h, cell.hidden_bias())
+            p = {"w_s": w_s, "b_s": b_s, "w_c": from_mixed(cell.w_i[e:]),
+                 "score": scorer.score_params()}
+            states, mixed, weights = recurrence.bahdanau(spec, p, gi_e, carry["rnn"], *memory_args)
+            features = jnp.concatenate([states, context_of(mixed), y], -1)
+        elif self._feeds_input():
+            context = scorer.context_size
+            w_cs = self.combine.kernel[context:]  # the attentional layer's s_t rows
+            w_s, b_s = with_query(w_cs, jnp.zeros(w_cs.shape[1], w_cs.dtype))
+            p = {"w_f": cell.w_i[e:], "w_h": cell.w_h, "b_h": cell.hidden_bias(), "w_s": w_s,
+                 "b_s": b_s, "w_c": from_mixed(self.combine.kernel[:context]),
+                 "score": scorer.score_params()}
+            _, _, weights, features = recurrence.luong(
+                spec, p, gi_e, (carry["rnn"], carry["feed"]), *memory_args)
+        else:  # Luong without input feeding: the RNN does not depend on attention.
+            every = jnp.ones(tgt_in.shape, bool)  # [T, B]
+            states, _ = recurrence.rnn(c.cell, dtype, cell.w_h, cell.hidden_bias(), gi_e,
+                                       carry["rnn"], every, steps, plan)  # [T, B, Hd]
+            context, weights_bt = attn_lib.attend_all(scorer, jnp.swapaxes(states, 0, 1), memory)
+            features = jnp.concatenate([jnp.swapaxes(context, 0, 1), states], -1)
+            return features, {"attention": weights_bt}, plan
+        return features, {"attention": jnp.swapaxes(weights.mean(2), 0, 1)}, plan  # [B, T, S]
+
+
+def _project(cell: Cell, x: jax.Array, plan: rows_lib.Rows) -> jax.Array:
+    """A cell's input projection x W_i (+ b_i) at the real rows of x [T, B, in]."""
+    gi = rows_lib.linear(x, cell.w_i, plan, cell.dtype)
+    return gi if cell.input_bias() is None else gi + cell.input_bias()
 
 
 def init_params(model: Seq2Seq, rng: jax.Array, src_len: int, tgt_len: int):
-    """Parameters for a model, initialised from dummy inputs of the given lengths."""
+    """Parameters for a model, initialised from dummy inputs of the given lengths.
+
+    Runs `encode` and one `decode_step`, which touch every parameter; tgt_len is accepted for
+    symmetry (no parameter depends on it)."""
+    del tgt_len
+
+    def touch(mdl, src):
+        memory, carry = mdl.encode(src)
+        return mdl.decode_step(carry, src[:, 0], memory)
+
     src = jnp.ones((1, src_len), jnp.int32)
-    tgt = jnp.ones((1, tgt_len), jnp.int32)
-    return model.init({"params": rng}, src, tgt)["params"]
+    return model.init({"params": rng}, src, method=touch)["params"]

@@ -144,7 +144,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info("%s", data_lib.describe(data))
     derived = config_lib.derive(
         config, src_vocab_size=data.src_vocab.size, tgt_vocab_size=data.tgt_vocab.size,
-        steps_per_epoch=data_lib.steps_per_epoch(data, config.data.batch_size))
+        steps_per_epoch=data_lib.steps_per_epoch(
+            data, data_lib.batch_sizes(config.data, data.buckets)))
     run = _Run(config, workdir, data, derived, models.Seq2Seq(derived.model),
                checkpoint.Checkpoints(workdir, config.train.keep_checkpoints),
                tracking.Tracker(workdir, json.loads(config.to_json()), derived.seeds,
@@ -184,7 +185,8 @@ def _train(run: _Run, eval_step, beam_step):
     tracker.truncate(start)  # Rows a killed run logged after its last checkpoint.
 
     train_step = steps.make_train_step(run.model, tx, config.train.label_smoothing)
-    batches = data_lib.train_batches(run.data, config.data.batch_size, seeds, start_step=start)
+    batches = data_lib.train_batches(run.data, data_lib.batch_sizes(config.data, run.data.buckets),
+                                     seeds, start_step=start)
     progress = None
     if config.logging.progress_bar:
         from tqdm import tqdm

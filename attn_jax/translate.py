@@ -31,8 +31,7 @@ class Translator:
     def __init__(self, workdir: str, beam_size: int = 1, length_penalty: float = 0.6,
                  batch_size: int = 64, best: bool = True):
         with open(os.path.join(workdir, "config.json")) as f:
-            config = ml_collections.ConfigDict(json.load(f))
-        config.data.buckets = tuple(config.data.buckets)
+            config = config_lib.from_saved(json.load(f))
         self.src_vocab, self.tgt_vocab = data_lib.load_vocabs(workdir)
         self.buckets = config.data.buckets
         derived = config_lib.derive(config, src_vocab_size=self.src_vocab.size,

@@ -38,7 +38,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.spm_model_type = "bpe"  # Sentencepiece model type: 'bpe' | 'unigram'.
     data.joint_vocab = False  # Sentencepiece: one model for both languages.
     data.buckets = (16, 32, 48, 72)  # Padded lengths; a pair goes to the smallest that fits.
-    data.batch_size = 64  # Sentences per training batch.
+    data.batch_size = 64  # Sentences per training batch (when batch_tokens is 0).
+    # > 0: token-based batching, about batch_tokens / L sentences per batch in the bucket of
+    # length L (a multiple of 8), so short-sentence batches hold more sentences. 0: batch_size.
+    data.batch_tokens = 0
     data.max_len = 72  # Longest pair kept in train (longer ones are filtered and counted).
 
     config.model = model = ml_collections.ConfigDict()
@@ -59,6 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model.num_heads = 4  # Multihead scorer: number of heads.
     model.input_feeding = True  # Luong flow: feed h~_{t-1} into the decoder RNN.
     model.dropout = 0.0  # Dropout on embeddings and before the output layer.
+    model.dtype = "float32"  # Matmul dtype: 'float32' | 'bfloat16' (parameters, softmax, loss stay f32).
 
     config.train = train = ml_collections.ConfigDict()
     train.seed = 0  # Base seed: parameter init and data order of replica 0.

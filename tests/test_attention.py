@@ -35,7 +35,8 @@ def _run_with_scores(scorer, query, keys, mask):
 
     def fn(mdl, q, k, m):
         memory = mdl.prepare(k, m)
-        return (*mdl(q, memory), mdl.score(q, memory))
+        scores = mdl.scores(q, memory)  # [B, heads, S]
+        return (*mdl(q, memory), scores if scorer == "multihead" else scores[:, 0])
 
     variables = module.init(jax.random.key(1), query, keys, mask, method=fn)
     return module.apply(variables, query, keys, mask, method=fn), variables.get("params", {})
@@ -53,7 +54,7 @@ def _np_reference(scorer, p, q, k, mask):
     p = jax.tree.map(np.asarray, p)
     if scorer == "additive":  # v^T tanh(W q + U h)
         w_q = q @ p["w_query"]["kernel"] + p["w_query"]["bias"]
-        e = np.stack([[p["v"]["kernel"][:, 0] @ np.tanh(w_q[b] + p["u_key"]["kernel"].T @ k[b, j])
+        e = np.stack([[p["v"][:, 0] @ np.tanh(w_q[b] + p["u_key"]["kernel"].T @ k[b, j])
                        for j in range(S)] for b in range(B)])
     elif scorer == "dot":
         e = np.einsum("bd,bsd->bs", q, k)

@@ -1,5 +1,5 @@
-"""The benchmark CLI end to end at a tiny shape: JSON keys, positive figures, only real target
-tokens counted, dot-family size adjustment; plus the batch maker and the matmul FLOP counter."""
+"""The benchmark at tiny shapes: the real-batch workload reader and batches, the FLOP model, each
+mode end to end (JSON figures, only real target tokens counted), and the matmul FLOP counter."""
 
 import json
 
@@ -12,44 +12,85 @@ from absl.testing import flagsaver
 
 from attn_jax import benchmark, models
 
-TINY = dict(hidden_size=16, batch_size=4, src_len=8, tgt_len=8, src_vocab=50, tgt_vocab=50,
-            steps=2, warmup=1, matmul_size=128)
-ROW_KEYS = {"scorer", "num_seeds", "dot_adjusted", "model", "target_tokens_per_step",
-            "model_weight_sum", "tokens_per_sec", "step_ms_mean", "step_ms_median",
-            "step_ratio_to_smallest_k", "compile_s", "xla_flops_per_step",
-            "xla_flops_per_target_token", "matmul_flops_per_step", "matmul_flops_per_target_token",
-            "achieved_flops_per_sec", "fraction_of_peak", "host_peak_rss_bytes",
-            "device_peak_bytes", "xla_step_bytes"}
-POSITIVE = ("target_tokens_per_step", "tokens_per_sec", "step_ms_mean", "step_ms_median",
-            "compile_s", "xla_flops_per_step", "xla_flops_per_target_token",
-            "matmul_flops_per_step", "matmul_flops_per_target_token", "achieved_flops_per_sec",
-            "fraction_of_peak", "host_peak_rss_bytes", "xla_step_bytes")
+TINY = dict(hidden_size=16, batch_size=4, src_vocab=50, tgt_vocab=50, steps=2, warmup=1,
+            matmul_size=128)
 
 
-def test_main_writes_json_with_real_token_counts(tmp_path):
-    out = tmp_path / "bench.json"
-    argv = ["benchmark", "--scorers=additive,dot", "--num_seeds=1", f"--json_out={out}"]
-    argv += [f"--{k}={v}" for k, v in TINY.items()]
+def _write_workload(folder, n=12):
+    """A folder in ../shared/bench/prep_data.py's format."""
+    rng = np.random.RandomState(0)
+    words = [f"w{i}" for i in range(30)]
+    for lang in ("de", "en"):
+        sents = [" ".join(rng.choice(words, rng.randint(1, 9))) for _ in range(n)]
+        (folder / f"train.{lang}").write_text("\n".join(sents) + "\n")
+        (folder / f"vocab.{lang}").write_text("\n".join(words[:20]) + "\n")
+    (folder / "order.txt").write_text(" ".join(map(str, rng.permutation(n))) + "\n")
+
+
+def _run_main(argv):
     with flagsaver.flagsaver():
-        flags.FLAGS(argv)
+        flags.FLAGS(["benchmark"] + argv)
         benchmark.main(["benchmark"])
-    result = json.loads(out.read_text())
 
-    assert {"device", "backend", "matmul_peak_flops_per_sec", "load_average", "rows"} <= set(result)
-    assert result["matmul_peak_flops_per_sec"] > 0
-    assert [r["scorer"] for r in result["rows"]] == ["additive", "dot"]
-    batch = benchmark.make_batch(0, 1, 4, 8, 8, 50, 50)
-    real = int((batch["tgt_out"] != models.PAD).sum())
-    assert 0 < real < batch["tgt_out"].size  # the batch has padding, and it is not counted
-    for row in result["rows"]:
-        assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
-        for key in POSITIVE:
-            assert row[key] > 0, key
-        assert row["target_tokens_per_step"] == real == row["model_weight_sum"]
-        assert row["xla_flops_per_target_token"] * real == pytest.approx(row["xla_flops_per_step"])
-        # XLA counts each scan body once; the jaxpr count multiplies by the scan length.
-        assert row["matmul_flops_per_step"] > row["xla_flops_per_step"]
-        assert not row["dot_adjusted"]  # hidden_size derivation already matches sizes
+
+def test_workload_batches_follow_the_reference_layout(tmp_path):
+    _write_workload(tmp_path)
+    src, tgt, order, sv, tv = benchmark.read_workload(str(tmp_path))
+    assert (sv, tv) == (24, 24) and sorted(order) == list(range(12))
+    words = (tmp_path / "train.de").read_text().split("\n")[order[0]].split()
+    vocab = (tmp_path / "vocab.de").read_text().split()
+    assert src[order[0]] == [vocab.index(w) + 4 if w in vocab else models.UNK for w in words]
+    b = benchmark.workload_batch(src, tgt, order[:4], multiple=8)
+    assert b["src"].shape[:2] == (1, 4) and b["src"].shape[-1] % 8 == 0
+    for r, i in enumerate(order[:4]):
+        n = len(tgt[i])
+        assert list(b["tgt_in"][0, r, :n + 1]) == [models.BOS] + tgt[i]
+        assert list(b["tgt_out"][0, r, :n + 1]) == tgt[i] + [models.EOS]
+        assert list(b["src"][0, r, :len(src[i]) + 1]) == src[i] + [models.EOS]
+        assert (b["tgt_out"][0, r, n + 1:] == models.PAD).all()
+
+
+def test_workload_mode_end_to_end(tmp_path):
+    _write_workload(tmp_path)
+    out = tmp_path / "out.json"
+    _run_main(["--mode=workload", f"--workload={tmp_path}", f"--json_out={out}",
+               *[f"--{k}={v}" for k, v in TINY.items()]])
+    r = json.loads(out.read_text())
+    src, tgt, order, _, _ = benchmark.read_workload(str(tmp_path))
+    timed = order[4:12]  # batches 1 and 2 of 4 pairs after one warmup batch
+    assert r["timed_target_tokens"] == sum(len(tgt[i]) + 1 for i in timed)
+    assert r["model_weight_sum"] == r["timed_target_tokens"]  # the step's own count agrees
+    assert r["tokens_per_sec"] > 0 and r["compile_s"] and r["matmul_peak_flops_per_sec"] > 0
+    assert 0 < r["real_flops_per_token"] < r["padded_flops_per_token"]
+
+
+def test_flop_model_is_exact_bilinear_in_lengths():
+    cfg = models.ModelConfig(src_vocab_size=13, tgt_vocab_size=11, embed_size=4,
+                             encoder_hidden=6, decoder_hidden=6, attention_size=5, output_size=7)
+    a, b, c, d = benchmark.flop_coefficients(cfg)
+    model = models.Seq2Seq(cfg)
+    params = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0), 4, 4))
+    src, tgt = jnp.ones((1, 11), jnp.int32), jnp.ones((1, 6), jnp.int32)
+    jaxpr = jax.make_jaxpr(jax.grad(lambda p: benchmark._reference_loss(  # noqa: SLF001
+        model, p, src, tgt, tgt)))(params).jaxpr
+    assert benchmark.matmul_flops(jaxpr) == pytest.approx(a + b * 11 + c * 6 + d * 66)
+    assert d > 0  # attention grows with S·T
+    batch = {"src": np.array([[5, 5, 0, 0]]), "tgt_out": np.array([[5, 2, 0, 0]])}
+    real, padded = benchmark.batch_flops(cfg, batch)
+    assert real == pytest.approx(a + 2 * b + 2 * c + 4 * d)
+    assert padded == pytest.approx(a + 4 * b + 4 * c + 16 * d)
+
+
+def test_synthetic_mode_rows(tmp_path):
+    out = tmp_path / "bench.json"
+    _run_main(["--mode=synthetic", "--scorers=additive,dot", "--num_seeds=1,2", "--src_len=8",
+               "--tgt_len=8", f"--json_out={out}", *[f"--{k}={v}" for k, v in TINY.items()]])
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["scorer"], r["num_seeds"]) for r in rows] == [
+        ("additive", 1), ("additive", 2), ("dot", 1), ("dot", 2)]
+    batch = benchmark.make_batch(0, 2, 4, 8, 8, 50, 50)
+    assert rows[1]["target_tokens_per_step"] == int((batch["tgt_out"] != models.PAD).sum())
+    assert all(r["tokens_per_sec"] > 0 and not r["dot_adjusted"] for r in rows)
 
 
 def test_make_batch_follows_token_conventions():

@@ -482,3 +482,32 @@ def test_replica_batches_equal_single_seed_runs(synthetic_data):
                 np.testing.assert_array_equal(a[key][i], b[key][0])
     # ... and the replicas draw different examples.
     assert any((b["index"][0] != b["index"][1]).any() for b in joint)
+
+
+def test_token_based_batch_sizes_keep_tokens_per_batch_about_constant():
+    cfg = ml_collections.ConfigDict({"batch_size": 64, "batch_tokens": 0})
+    assert data_lib.batch_sizes(cfg, (16, 32, 80)) == (64, 64, 64)
+    cfg.batch_tokens = 2048
+    sizes = data_lib.batch_sizes(cfg, (16, 24, 32, 80, 300))
+    assert sizes == (128, 80, 64, 24, 6)
+    assert all(s % 8 == 0 for s in sizes if s >= 8)
+    assert all(0.7 * 2048 <= s * length <= 2048 for s, length in zip(sizes, (16, 24, 32, 80)))
+
+
+def test_token_batches_shapes_epoch_and_exact_resume(synthetic_data):
+    data = synthetic_data
+    sizes = tuple(range(2, 2 + len(data.buckets)))  # a different batch size in every bucket
+    per_epoch = data_lib.steps_per_epoch(data, sizes)
+    split = data.splits["train"]
+    assert per_epoch == sum(-(-len(a["index"]) // s) for a, s in zip(split.bucket_arrays, sizes))
+    run = _take(data_lib.train_batches(data, sizes, seeds=(0, 1)), per_epoch + 3)
+    seen = set()
+    for batch in run[:per_epoch]:
+        b = data.buckets.index(batch["src"].shape[-1])
+        assert batch["src"].shape == (2, sizes[b], data.buckets[b])
+        seen.update(batch["index"][0].tolist())
+    assert seen == set(range(len(split)))  # every example once per epoch (wrap-around fills)
+    resumed = _take(data_lib.train_batches(data, sizes, seeds=(0, 1), start_step=per_epoch), 3)
+    for a, b in zip(run[per_epoch:], resumed):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])

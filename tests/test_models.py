@@ -1,13 +1,15 @@
-"""The encoder-decoder: teacher forcing equals step-by-step decoding for every scorer and flow,
-gradients reach the attention, one compile per shape, configuration errors before compiling."""
+"""The encoder-decoder: the fused teacher-forced path equals step-by-step decoding (values and
+gradients) for every scorer, flow and cell; gradients reach the attention; the encoder equals
+flax's bidirectional RNN; one compile per shape; configuration errors before compiling."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from attn_jax import attention, models
+from attn_jax import attention, loss as loss_lib, models, rows, steps
 
 FLOWS = [("bahdanau", True), ("luong", True), ("luong", False)]
 
@@ -15,7 +17,8 @@ FLOWS = [("bahdanau", True), ("luong", True), ("luong", False)]
 def _model(scorer, flow="bahdanau", input_feeding=True, cell="gru", **kw):
     fields = dict(src_vocab_size=23, tgt_vocab_size=19, scorer=scorer, flow=flow, cell=cell,
                   input_feeding=input_feeding, embed_size=8, encoder_hidden=6, decoder_hidden=12,
-                  attention_size=8, output_size=10, num_heads=2, max_source_len=9)
+                  attention_size=8, output_size=10, num_heads=2, max_source_len=9,
+                  bidirectional=True)
     fields.update(kw)
     return models.Seq2Seq(models.ModelConfig(**fields).validate())
 
@@ -28,6 +31,120 @@ def _batch(seed=0, b=3, s=7, t=5):
     tgt = rng.randint(4, 19, (b, t))
     tgt[:, 0] = models.BOS
     return jnp.asarray(src), jnp.asarray(tgt)
+
+
+def _targets(tgt_in):
+    """tgt_out for tgt_in: shifted left, EOS at the end; row 0 shortened to 3 real tokens (its
+    tgt_in padded to match)."""
+    out = np.roll(np.asarray(tgt_in), -1, 1)
+    out[:, -1] = models.EOS
+    out[0, 2] = models.EOS
+    out[0, 3:] = models.PAD
+    tgt_in = np.asarray(tgt_in).copy()
+    tgt_in[0, 3:] = models.PAD
+    return jnp.asarray(tgt_in), jnp.asarray(out)
+
+
+def _reference_loss(model, params, src, tgt_in, tgt_out, smoothing=0.1):
+    """decode_step scanned (nn.scan), full logits, cross-entropy: plain autodiff throughout."""
+    def run(mdl, src, tgt_in):
+        memory, carry = mdl.encode(src)
+
+        def step(mdl, carry, ids):
+            carry, logits, _ = mdl.decode_step(carry, ids, memory)
+            return carry, logits
+
+        scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False},
+                       in_axes=1, out_axes=1)
+        return scan(mdl, carry, tgt_in)[1]
+
+    logits = model.apply({"params": params}, src, tgt_in, method=run)
+    loss, _ = loss_lib.cross_entropy(logits, tgt_out, (tgt_out != models.PAD).astype(jnp.float32),
+                                     smoothing)
+    return loss.sum()
+
+
+@pytest.mark.parametrize("scorer, flow, feed, cell", [
+    (s, f, True, "gru") for s in attention.SCORER_NAMES for f in ("bahdanau", "luong")] + [
+    ("additive", "luong", False, "gru"), ("multihead", "luong", False, "lstm"),
+    ("additive", "bahdanau", True, "lstm"), ("dot", "luong", True, "lstm")])
+def test_fused_loss_and_gradients_equal_step_by_step_autodiff(scorer, flow, feed, cell,
+                                                              monkeypatch):
+    monkeypatch.setattr(rows, "CHUNK", 4)  # several chunks in every row loop
+    model = _model(scorer, flow, feed, cell)
+    src, tgt = _batch(1)
+    tgt_in, tgt_out = _targets(tgt)
+    params = models.init_params(model, jax.random.key(0), 7, 5)
+
+    def fused(p, extent=None):
+        loss, _, weight, _ = model.apply({"params": p}, src, tgt_in, tgt_out, smoothing=0.1,
+                                         extent=extent, method="loss")
+        return loss
+
+    want, g_want = jax.jit(jax.value_and_grad(
+        lambda p: _reference_loss(model, p, src, tgt_in, tgt_out)))(params)
+    batch = {"src": src[None], "tgt_in": tgt_in[None], "tgt_out": tgt_out[None]}
+
+    @jax.jit
+    def both(p):  # Without and with the loop bounds of a training step, in one compile.
+        return [jax.value_and_grad(fused)(p, extent) for extent in (None, steps.extent(batch))]
+
+    for got, g_got in both(params):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+        for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_got),
+                                jax.tree.leaves(g_want)):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6,
+                                       err_msg=jax.tree_util.keystr(path))
+
+
+def test_encoder_equals_flax_bidirectional_rnn_at_real_positions():
+    cfg = models.ModelConfig(src_vocab_size=9, tgt_vocab_size=9, embed_size=5, encoder_hidden=4,
+                             bidirectional=True, encoder_layers=2, decoder_hidden=8)
+    x = np.random.RandomState(0).randn(3, 6, 5).astype(np.float32)
+    mask = np.arange(6)[None, :] < np.array([6, 2, 4])[:, None]
+    enc = models.Encoder(cfg)
+    params = enc.init(jax.random.key(0), x, mask)["params"]
+    got, final = enc.apply({"params": params}, x, mask)
+
+    def flax_encoder(x):
+        lengths = mask.sum(-1)
+        finals = []
+        for layer in range(2):
+            mapped = {}
+            for d in ("fwd", "bwd"):
+                p = params[f"{d}_{layer}"]
+                w_i, w_h = np.split(p["w_i"], 3, -1), np.split(p["w_h"], 3, -1)
+                b_i = np.split(p["b_i"], 3)
+                mapped[d] = {"cell": {
+                    **{f"i{g}": {"kernel": w_i[k], "bias": b_i[k]} for k, g in enumerate("rzn")},
+                    **{f"h{g}": {"kernel": w_h[k]} for k, g in enumerate("rz")},
+                    "hn": {"kernel": w_h[2], "bias": p["b_hn"]}}}
+            birnn = nn.Bidirectional(nn.RNN(nn.GRUCell(4), return_carry=True),
+                                     nn.RNN(nn.GRUCell(4), return_carry=True), return_carry=True)
+            (cf, cb), x = birnn.apply({"params": {"forward_rnn": mapped["fwd"],
+                                                  "backward_rnn": mapped["bwd"]}},
+                                      x, seq_lengths=lengths)
+            finals = [cf, cb]
+        return x, jnp.concatenate(finals, -1)
+
+    want, want_final = flax_encoder(x)
+    np.testing.assert_allclose(np.where(mask[..., None], got, 0),
+                               np.where(mask[..., None], want, 0), atol=1e-5)
+    np.testing.assert_allclose(final, want_final, atol=1e-5)
+
+
+def test_bfloat16_matmuls_give_nearly_the_same_loss():
+    src, tgt = _batch(2)
+    tgt_in, tgt_out = _targets(tgt)
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        model = _model("additive", dtype=dtype)
+        params = models.init_params(models.Seq2Seq(model.config.__class__(
+            **{**model.config.__dict__, "dtype": "float32"})), jax.random.key(0), 7, 5)
+        losses[dtype] = model.apply({"params": params}, src, tgt_in, tgt_out, method="loss")[0]
+        assert jax.tree.leaves(params)[0].dtype == jnp.float32
+    np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)
+    assert losses["bfloat16"] != losses["float32"]
 
 
 # Every scorer in both flows; Luong without input feeding (its parallel path) and LSTM for some.
