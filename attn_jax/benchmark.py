@@ -27,6 +27,7 @@ Peak memory: the process's resident high-water mark, and XLA's buffer bytes per 
 
     python -m attn_jax.benchmark --mode=workload --workload=/tmp/bench --steps=30 --warmup=5
     python -m attn_jax.benchmark --mode=pipeline --config=configs/multi30k.py
+    python -m attn_jax.benchmark --mode=pipeline --config=configs/multi30k.py --config_model
     python -m attn_jax.benchmark --mode=synthetic --scorers=additive,dot --steps=3
     python -m attn_jax.benchmark --mode=synthetic --tgt_vocab=32000 --scorers=additive
     python -m attn_jax.benchmark --mode=workload --workload=/tmp/bench --profile_dir=/tmp/prof
@@ -44,8 +45,9 @@ import platform
 import resource
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -54,8 +56,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from attn_jax import attention, config as config_lib, loss as loss_lib, models, profiling, runtime
-from attn_jax import steps
+from attn_jax import attention, models, profiling, runtime, steps
+from attn_jax import config as config_lib
+from attn_jax import loss as loss_lib
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.py"
 DOT_FAMILY = ("dot", "scaled_dot")
@@ -66,6 +69,8 @@ flags.DEFINE_string("workload", "", "workload mode: the folder prep_data.py wrot
 flags.DEFINE_integer("pad_multiple", 8, "workload mode: pad each batch to a multiple of this.")
 flags.DEFINE_string("config", str(DEFAULT_CONFIG.parent / "multi30k.py"),
                     "pipeline mode: the config whose data pipeline is timed.")
+flags.DEFINE_bool("config_model", False, "pipeline mode: train the config's own model instead "
+                  "of the model the size flags describe (Model A by default).")
 flags.DEFINE_string("workdir", "", "decode mode: a finished run directory.")
 flags.DEFINE_integer("beam_size", 5, "decode mode: beam size.")
 flags.DEFINE_list("scorers", ["additive"], "Scorers to benchmark (synthetic mode: each).")
@@ -183,7 +188,7 @@ def _reference_loss(model: models.Seq2Seq, params, src, tgt_in, tgt_out):
     return loss.sum()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def flop_coefficients(cfg: models.ModelConfig) -> tuple[float, float, float, float]:
     """(a, b, c, d): forward + backward matmul FLOPs of one pair = a + b·S + c·T + d·S·T."""
     model = models.Seq2Seq(cfg)
@@ -396,8 +401,13 @@ def run_pipeline(options: dict[str, Any], peak: float) -> dict[str, Any]:
     config = config_lib.load_config_file(options["config"])
     with tempfile.TemporaryDirectory() as workdir:
         data = data_lib.load(config.data, workdir)
-    cfg, _ = _options_model(options, options["scorers"][0], data.src_vocab.size,
-                            data.tgt_vocab.size, max(data.buckets))
+    if options["config_model"]:
+        cfg = models.ModelConfig.from_config(config.model, src_vocab_size=data.src_vocab.size,
+                                             tgt_vocab_size=data.tgt_vocab.size,
+                                             max_source_len=max(data.buckets))
+    else:
+        cfg, _ = _options_model(options, options["scorers"][0], data.src_vocab.size,
+                                data.tgt_vocab.size, max(data.buckets))
     sizes = data_lib.batch_sizes(config.data, data.buckets)
     per_epoch = data_lib.steps_per_epoch(data, sizes)
     trainer = Trainer(cfg, 1, per_epoch)
@@ -421,11 +431,11 @@ def run_pipeline(options: dict[str, Any], peak: float) -> dict[str, Any]:
 
 def run_decode(options: dict[str, Any]) -> dict[str, Any]:
     """Beam search over the test split of a finished run, as `attn_jax.translate` runs it."""
-    from attn_jax import data as data_lib, translate
+    from attn_jax import sources, translate
     translator = translate.Translator(options["workdir"], beam_size=options["beam_size"])
     with open(os.path.join(options["workdir"], "config.json")) as f:
         data_cfg = config_lib.from_saved(json.load(f)).data
-    lines = [p.src for p in data_lib.read_raw_splits(data_cfg)["test"]]
+    lines = [p.src for p in sources.read_raw_splits(data_cfg)["test"]]
     translator.translate(lines)  # Compiles every bucket shape.
     t = time.perf_counter()
     translator.translate(lines)
@@ -552,7 +562,8 @@ def main(argv: Sequence[str]) -> None:
         print(f"wrote {FLAGS.json_out}")
 
 
-_FLAG_NAMES = ("mode", "workload", "pad_multiple", "config", "workdir", "beam_size", "scorers",
+_FLAG_NAMES = ("mode", "workload", "pad_multiple", "config", "config_model", "workdir", "beam_size",
+               "scorers",
                "embed_size", "encoder_hidden", "decoder_hidden", "hidden_size", "batch_size",
                "src_len", "tgt_len", "mean_len", "src_vocab", "tgt_vocab", "flow", "cell",
                "bidirectional", "dtype", "steps", "warmup", "num_seeds", "matmul_size", "profile_dir")

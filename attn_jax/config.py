@@ -1,19 +1,29 @@
-"""Config checks and derived values: everything that must hold before anything is compiled.
+"""Config files, overrides and checks: everything that must hold before anything is compiled.
 
-`check_overrides` rewords an unknown `--config.a.b=v` key into a message naming the valid keys
-(ml_collections would raise a bare AttributeError). `validate` checks values. `derive` computes the
-values that depend on others (steps from epochs, intervals, model sizes) AFTER command-line
-overrides, so they never go stale; the ConfigDict itself is never modified.
+`load_config_file` is the one loader of Python config files: run configs (`get_config`) and
+sweep definitions (`get_sweep`), from any working directory; a missing file, a syntax error or
+an exception in the file is a one-line ValueError naming file:line. `check_overrides` rewords an
+unknown `--config.a.b=v` key (after `--config=FILE` or `--config FILE`) into a message naming the
+valid keys, and `override` sets a dotted key with ConfigDict's own type checks and the same
+messages (sweeps use it). `validate` checks values. `derive` computes the values that depend on
+others (steps from epochs, intervals, model sizes) AFTER command-line overrides, so they never go
+stale; the ConfigDict itself is never modified. `check_resume` refuses to resume a run whose
+saved config differs in any field outside SAFE_TO_CHANGE.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.machinery
 import importlib.util
 import math
+import os
 import re
-from typing import Any, Sequence
+import shlex
+import traceback
+from collections.abc import Sequence
+from typing import Any
 
 import ml_collections
 
@@ -22,22 +32,57 @@ from attn_jax import models
 WANDB_MODES = ("offline", "online", "disabled")
 SCHEDULES = ("cosine", "constant")
 
-# Fields that must match between a run and the run it resumes (anything that changes shapes,
-# meaning of parameters or the data). Others (eval settings, logging) may change on resume.
-RESUME_KEYS = ("data.name", "data.source_lang", "data.target_lang", "data.train_size",
-               "data.seed", "data.vocab", "data.vocab_size", "data.joint_vocab", "data.buckets",
-               "data.batch_size", "data.batch_tokens", "model", "train.seed", "train.num_seeds")
+# The only fields a resumed run may change (a key covers its whole section): where the same data
+# and the logs go, and how much is evaluated. Every other field must match the run it resumes,
+# since it shapes the data, the batches, the model, the optimizer or the decoder.
+SAFE_TO_CHANGE = (
+    "logging",  # W&B mode, project, entity and group; the progress bar.
+    "eval.batch_size",  # Sentences per evaluation batch (speed only).
+    "eval.valid_subset",  # Valid sentences decoded at periodic evaluations.
+    "eval.num_heatmaps",  # Test sentences drawn as heatmaps at the end.
+    "train.keep_checkpoints",  # Recent checkpoints kept on disk.
+    "data.tfds_dir",  # Where the same data is prepared (a moved copy is fine).
+    "data.raw_dir",  # Where the same raw corpus files are read from.
+)
 
 
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """Loads 'path/to/config.py[:arg]' the way --config does."""
-    path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("_attn_jax_config", path)
-    if module_spec is None:
-        raise ValueError(f"Cannot load config file {path!r}.")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
+# ----------------------------------------------------------------------------- loading
+
+
+def _error_line(error: BaseException, path: str) -> str:
+    """'file:line' of the innermost traceback frame in `path` (else just `path`)."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if os.path.abspath(f.filename) == os.path.abspath(path)]
+    return f"{path}:{frames[-1].lineno}" if frames else path
+
+
+def load_config_file(spec: str | os.PathLike, function: str = "get_config") -> Any:
+    """Loads 'path/to/file.py[:arg]' the way --config does: returns the file's get_config(arg).
+
+    `function` names another entry point (sweep definitions: 'get_sweep'). Works from any working
+    directory (a relative path starts there). Raises a one-line ValueError for a missing file, a
+    syntax error or an exception in the file (with file:line), or a file without `function`.
+    """
+    path, _, arg = os.fspath(spec).partition(":")
+    if not os.path.isfile(path):
+        raise ValueError(f"File {path!r} not found (a relative path starts at the current "
+                         f"directory, {os.getcwd()}); check the path.")
+    name = "_attn_jax_file_" + re.sub(r"\W", "_", os.path.abspath(path))
+    loader = importlib.machinery.SourceFileLoader(name, path)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+    try:
+        loader.exec_module(module)
+        if not callable(getattr(module, function, None)):
+            raise ValueError(f"{path} defines no {function}(); it is not a "
+                             f"{'sweep definition' if function == 'get_sweep' else 'config file'}.")
+        return getattr(module, function)(arg) if arg else getattr(module, function)()
+    except ValueError:
+        raise  # Already one line (a config's own argument check, or a nested load).
+    except SyntaxError as e:
+        raise ValueError(f"{e.filename}:{e.lineno}: syntax error: {e.msg}; fix the file.") from None
+    except Exception as e:  # noqa: BLE001 - any error in user code becomes one line.
+        raise ValueError(f"{_error_line(e, path)}: {type(e).__name__}: {e} (while loading "
+                         f"{os.fspath(spec)}); fix the file.") from None
 
 
 def from_saved(saved: dict[str, Any]) -> ml_collections.ConfigDict:
@@ -47,31 +92,95 @@ def from_saved(saved: dict[str, Any]) -> ml_collections.ConfigDict:
     return config
 
 
-def _flat_keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
-    keys = []
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a.b': value} for the leaves of a nested ConfigDict or dict (tuples as lists, like JSON)."""
+    out = {}
     for k, v in cfg.items():
-        keys.append(prefix + k)
-        if isinstance(v, ml_collections.ConfigDict):
-            keys.extend(_flat_keys(v, prefix + k + "."))
-    return keys
+        if isinstance(v, (dict, ml_collections.ConfigDict)):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def format_value(value: Any) -> str:
+    """A value as written on the command line (parsed back by ml_collections config_flags)."""
+    if isinstance(value, list):
+        value = tuple(value)
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def _unknown_key(key: str, valid: Sequence[str], where: str) -> ValueError:
+    """The error for a dotted key the config does not have: close matches and the valid keys."""
+    section_keys = [k for k in valid if k.startswith(key + ".")]
+    if section_keys:
+        return ValueError(f"Config key {key!r} in {where} is a section, not a field; valid keys: "
+                          f"{', '.join(section_keys)}.")
+    section = key.rsplit(".", 1)[0] if "." in key else ""
+    siblings = [k for k in valid if k.rsplit(".", 1)[0] == section and "." in k]
+    close = difflib.get_close_matches(key, valid, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return ValueError(f"Unknown config key {key!r} in {where}.{hint} Valid keys"
+                      f"{' in ' + section if siblings else ''}: {', '.join(siblings or valid)}.")
+
+
+def override(config: ml_collections.ConfigDict, key: str, value: Any,
+             where: str = "an override") -> None:
+    """Sets the dotted `key` of `config` to `value`, with ConfigDict's type checks.
+
+    Raises a one-line ValueError for an unknown key (naming close matches and the valid keys) or
+    a value of the wrong type (naming the field's type).
+    """
+    valid = flatten(config)
+    if key not in valid:
+        raise _unknown_key(key, list(valid), where)
+    *path, leaf = key.split(".")
+    node = config
+    for part in path:
+        node = node[part]
+    current = node[leaf]
+    try:
+        if value is None and current is not None:  # ConfigDict lets None replace anything.
+            raise TypeError
+        node[leaf] = value
+    except TypeError:
+        raise ValueError(f"{where}: value {value!r} for {key!r} has type {type(value).__name__}, "
+                         f"but the field is {type(current).__name__} (default {current!r})."
+                         ) from None
+
+
+def _flag_value(argv: Sequence[str], name: str) -> str | None:
+    """The value of --NAME=V or --NAME V (one or two dashes; the last one wins, as in absl)."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        m = re.fullmatch(rf"--?{name}(=(.*))?", arg, flags=re.S)
+        if m:
+            value = m.group(2) if m.group(1) else (argv[i + 1] if i + 1 < len(argv) else None)
+    return value
 
 
 def check_overrides(argv: Sequence[str]) -> None:
-    """Raises ValueError for a `--config.KEY=...` whose KEY the config file does not have."""
-    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    """Checks a command line's --config file and its `--config.KEY` overrides before absl does.
+
+    Raises a one-line ValueError when the file does not load (see load_config_file) or an
+    override's KEY is not in it. Both `--config=FILE` and `--config FILE` are understood.
+    """
+    spec = _flag_value(argv, "config")
     if spec is None:
         return
-    valid = _flat_keys(load_config_file(spec))
+    valid = list(flatten(load_config_file(spec)))
     for arg in argv:
-        m = re.match(r"--config\.([^=]+)(=|$)", arg)
+        m = re.fullmatch(r"--?config\.([^=]+)(=.*)?", arg, flags=re.S)
         if m and m.group(1) not in valid:
-            key = m.group(1)
-            section = key.rsplit(".", 1)[0] if "." in key else ""
-            siblings = [k for k in valid if k.rsplit(".", 1)[0] == section and "." in k] or valid
-            close = difflib.get_close_matches(key, valid, n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"Unknown config key {key!r} in {arg!r}.{hint} Valid keys"
-                             f"{' in ' + section if section else ''}: {', '.join(siblings)}.")
+            raise _unknown_key(m.group(1), valid, repr(arg))
+
+
+# -------------------------------------------------------------------------- validation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,19 +211,32 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 "eval.beam_size": e.beam_size, "model.hidden_size": config.model.hidden_size}
     for key, value in positive.items():
         if value <= 0:
-            raise ValueError(f"{key} must be > 0, got {value}.")
+            raise ValueError(f"{key} must be > 0, got {value} (--config.{key}=...).")
+    # A negative length penalty favours short hypotheses and breaks beam search's early stop.
     nonneg = {"train.num_steps": t.num_steps, "train.num_epochs": t.num_epochs,
               "train.warmup_steps": t.warmup_steps, "train.eval_every": t.eval_every,
               "train.checkpoint_every": t.checkpoint_every, "eval.valid_subset": e.valid_subset,
-              "eval.num_heatmaps": e.num_heatmaps, "train.grad_clip": t.grad_clip,
+              "eval.num_heatmaps": e.num_heatmaps, "eval.length_penalty": e.length_penalty,
+              "eval.max_decode_extra": e.max_decode_extra, "train.grad_clip": t.grad_clip,
               "data.batch_tokens": config.data.batch_tokens}
     for key, value in nonneg.items():
         if value < 0:
-            raise ValueError(f"{key} must be >= 0, got {value}.")
+            raise ValueError(f"{key} must be >= 0, got {value} (--config.{key}=...).")
     if not t.num_steps and not t.num_epochs:
         raise ValueError("Set train.num_steps or train.num_epochs (both are 0).")
     if not 0 <= t.label_smoothing < 1:
         raise ValueError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}.")
+    # Every evaluation saves a checkpoint: one inside a logging window would make a resumed run
+    # log different rows than an uninterrupted one. (Derived intervals are multiples already.)
+    for key in ("eval_every", "checkpoint_every"):
+        value = t[key]
+        if value % t.log_every:
+            below = value // t.log_every * t.log_every
+            options = " or ".join(str(v) for v in (below, below + t.log_every) if v > 0)
+            raise ValueError(
+                f"train.{key} ({value}) must be a multiple of train.log_every ({t.log_every}) so "
+                f"that resumed runs log the same rows: set --config.train.{key}={options}, or 0 "
+                "to derive it.")
     # The model's names and sizes (vocabulary sizes are placeholders until the data is loaded).
     models.ModelConfig.from_config(config.model, src_vocab_size=1, tgt_vocab_size=1,
                                    max_source_len=max(config.data.buckets))
@@ -133,30 +255,50 @@ def derive(config: ml_collections.ConfigDict, *, src_vocab_size: int, tgt_vocab_
     # never falls inside a logging window (resumed runs then log exactly the same rows).
     eval_every = t.eval_every or max(t.log_every, num_steps // 4 // t.log_every * t.log_every)
     checkpoint_every = t.checkpoint_every or eval_every
-    if checkpoint_every % t.log_every:
-        raise ValueError(f"train.checkpoint_every ({checkpoint_every}) must be a multiple of "
-                         f"train.log_every ({t.log_every}) so that resumed runs log the same rows.")
     seeds = tuple(range(t.seed, t.seed + t.num_seeds))
     return Derived(model=model, num_steps=num_steps, steps_per_epoch=steps_per_epoch,
                    eval_every=eval_every, checkpoint_every=checkpoint_every, seeds=seeds)
 
 
-def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    """{'a.b': value} for a nested dict."""
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, prefix + k + "."))
-        else:
-            out[prefix + k] = list(v) if isinstance(v, tuple) else v
-    return out
+# ---------------------------------------------------------------------------- resuming
+
+
+class _Absent:
+    """A field the other config does not have (one added or removed since)."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_ABSENT = _Absent()
+
+
+def _safe_to_change(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in SAFE_TO_CHANGE)
+
+
+def _mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, saved value, current value) for every differing field outside SAFE_TO_CHANGE."""
+    a, b = flatten(saved), flatten(current)
+    return [(key, a.get(key, _ABSENT), b.get(key, _ABSENT)) for key in sorted(set(a) | set(b))
+            if not _safe_to_change(key) and a.get(key, _ABSENT) != b.get(key, _ABSENT)]
 
 
 def resume_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Keys in RESUME_KEYS whose values differ between a saved config.json and this run."""
-    a, b = flatten(saved), flatten(current)
-    bad = []
-    for key in sorted(set(a) | set(b)):
-        if any(key == k or key.startswith(k + ".") for k in RESUME_KEYS) and a.get(key) != b.get(key):
-            bad.append(f"{key}: saved {a.get(key)!r}, now {b.get(key)!r}")
-    return bad
+    """'key: saved X, now Y' for every field outside SAFE_TO_CHANGE that differs between a saved
+    config.json and this run's config (both as JSON data)."""
+    return [f"{key}: saved {old!r}, now {new!r}" for key, old, new in _mismatches(saved, current)]
+
+
+def check_resume(saved: dict[str, Any], current: dict[str, Any], workdir: str) -> None:
+    """Raises a one-line ValueError naming the fix when `current` may not resume the run saved
+    in `workdir` (its config.json content `saved`; both as JSON data)."""
+    bad = _mismatches(saved, current)
+    if not bad:
+        return
+    flags_ = " ".join(shlex.quote(f"--config.{key}={format_value(old)}") for key, old, _ in bad
+                      if old is not _ABSENT)
+    fix = f"rerun with the saved values ({flags_}) or use a new --workdir" if flags_ else (
+        "use a new --workdir")
+    raise ValueError(f"{workdir} holds a run with other settings, so it cannot be resumed: "
+                     f"{'; '.join(resume_mismatches(saved, current))}. To go on, {fix}.")

@@ -23,19 +23,32 @@ Beam search scores a finished hypothesis y (EOS included in |y|) with the GNMT l
     score(y) = log p(y) / lp(|y|),    lp(n) = ((5 + n) / 6) ** alpha
 
 alpha = 0 ranks by the raw log-probability sum; a larger alpha favours longer outputs. alpha must
-be >= 0 (the early-stopping bound relies on lp growing with length); it may be a traced scalar,
-so one compiled search serves every alpha.
+be >= 0 (the early-stopping bound relies on lp growing with length; `check_length_penalty`); it
+may be a traced scalar, so one compiled search serves every alpha.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from attn_jax.tokens import BOS, EOS, PAD
+
 StepFn = Callable[[jax.Array, Any], tuple[jax.Array, jax.Array, Any]]
 NEG_INF = -jnp.inf  # Score of a dead or empty hypothesis.
+
+
+def check_length_penalty(alpha: float | jax.Array) -> None:
+    """Raises ValueError unless alpha >= 0. A traced alpha cannot be read: check it before jit."""
+    if isinstance(alpha, jax.core.Tracer):
+        return
+    if not float(alpha) >= 0:  # Also refuses NaN.
+        raise ValueError(
+            f"The beam search length penalty must be >= 0, got {float(alpha)} (a negative one "
+            "breaks early stopping); set eval.length_penalty or --length_penalty to 0 or more.")
 
 
 def tile_beams(tree: Any, beam_size: int) -> Any:
@@ -58,7 +71,7 @@ def _step_sizes(step_fn: StepFn, ids: jax.Array, carry: Any) -> tuple[int, int]:
 
 
 def greedy(step_fn: StepFn, init_carry: Any, *, batch_size: int, max_len: int,
-           bos_id: int = 1, eos_id: int = 2, pad_id: int = 0) -> dict[str, jax.Array]:
+           bos_id: int = BOS, eos_id: int = EOS, pad_id: int = PAD) -> dict[str, jax.Array]:
     """Argmax decoding that stops once every row has emitted EOS (or after max_len steps).
 
     Returns dict(tokens=int32[B, L], attention=float32[B, L, S], lengths=int32[B]) with the
@@ -127,22 +140,25 @@ def _gather_carry(carry: Any, idx: jax.Array) -> Any:
 
 
 def beam_search(step_fn: StepFn, init_carry: Any, *, batch_size: int, beam_size: int,
-                max_len: int, alpha: float | jax.Array = 0.6, bos_id: int = 1, eos_id: int = 2,
-                pad_id: int = 0) -> dict[str, jax.Array]:
+                max_len: int, alpha: float | jax.Array = 0.6, bos_id: int = BOS,
+                eos_id: int = EOS, pad_id: int = PAD) -> dict[str, jax.Array]:
     """Batched beam search over a step function whose carry leaves have leading axis B * K.
 
     Bookkeeping as in flax wmt: K alive hypotheses ranked by raw log-prob and K finished ones
-    ranked by length-penalised score. Each step takes the top K of the K * V one-token extensions;
-    those ending in EOS join the finished set and the rest stay alive (so the live beam shrinks for
-    a step when hypotheses finish). Taking the top K rather than flax's top 2K makes beam_size = 1
-    exactly greedy. The loop ends after max_len steps, or once no alive hypothesis can beat the
-    worst finished one in any batch row (best alive log p / lp(max_len) < worst finished score).
+    ranked by length-penalised score. Each step takes the top 2K of the K * V one-token
+    extensions, so that even when K of them end in EOS, K remain: the K best that did not end
+    stay alive, and those that ended are merged into the K best finished. The loop ends after
+    max_len steps, or once no alive hypothesis can beat the worst finished one in any batch row
+    (best alive log p / lp(max_len) < worst finished score). beam_size = 1 is not greedy: a
+    hypothesis that ended early is kept while the search goes on, and the better one is returned.
 
     Returns dict(tokens=int32[B, K, L], scores=float32[B, K] sorted best first,
     attention=float32[B, K, L, S], lengths=int32[B, K]). A batch row where nothing finished
     returns its alive hypotheses instead, scored log p / lp(length). Empty slots (fewer than K
     hypotheses with nonzero probability) have score -inf, PAD tokens, zero attention, length 0.
+    Raises ValueError for a negative (concrete) alpha.
     """
+    check_length_penalty(alpha)
     B, K, L = batch_size, beam_size, max_len
     ids = jnp.full((B, K), bos_id, jnp.int32)
     V, S = _step_sizes(step_fn, ids.reshape(B * K), init_carry)
@@ -167,29 +183,33 @@ def beam_search(step_fn: StepFn, init_carry: Any, *, batch_size: int, beam_size:
         logits, attn, carry = step_fn(s["ids"].reshape(B * K), s["carry"])  # [BK, V], [BK, S]
         logp = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(B, K, V)
         cand = s["alive_logp"][..., None] + logp  # [B, K, V]
-        top_logp, flat = jax.lax.top_k(cand.reshape(B, K * V), K)  # [B, K]
-        parent, tok = flat // V, (flat % V).astype(jnp.int32)  # [B, K]
-        tokens = _gather_beams(s["alive_tokens"], parent).at[:, :, i].set(tok)  # [B, K, L]
-        step_attn = _gather_beams(attn.astype(jnp.float32).reshape(B, K, S), parent)  # [B, K, S]
+        top_logp, flat = jax.lax.top_k(cand.reshape(B, K * V), 2 * K)  # [B, 2K]
+        parent, tok = flat // V, (flat % V).astype(jnp.int32)  # [B, 2K]
+        tokens = _gather_beams(s["alive_tokens"], parent).at[:, :, i].set(tok)  # [B, 2K, L]
+        step_attn = _gather_beams(attn.astype(jnp.float32).reshape(B, K, S), parent)  # [B, 2K, S]
         attn_hist = _gather_beams(s["alive_attn"], parent).at[:, :, i].set(step_attn)
-        is_eos = tok == eos_id  # [B, K]
+        is_eos = tok == eos_id  # [B, 2K]
 
-        # Merge the hypotheses that just ended into the K best finished ones.
+        # The K best candidates that did not end stay alive.
+        alive_logp, alive = jax.lax.top_k(jnp.where(is_eos, NEG_INF, top_logp), K)  # [B, K]
+
+        # Merge the candidates that just ended into the K best finished ones.
         new_scores = jnp.where(is_eos, top_logp / length_penalty(i + 1, alpha), NEG_INF)
-        both = jnp.concatenate([s["fin_scores"], new_scores], axis=1)  # [B, 2K]
+        both = jnp.concatenate([s["fin_scores"], new_scores], axis=1)  # [B, 3K]
         fin_scores, keep = jax.lax.top_k(both, K)  # [B, K]
 
-        def merge(old, new):  # [B, K, ...] x 2 -> [B, K, ...]
+        def merge(old, new):  # [B, K, ...], [B, 2K, ...] -> [B, K, ...]
             return _gather_beams(jnp.concatenate([old, new], axis=1), keep)
 
         return dict(
-            i=i + 1, ids=tok, carry=_gather_carry(carry, parent),
-            alive_logp=jnp.where(is_eos, NEG_INF, top_logp),
-            alive_tokens=tokens, alive_attn=attn_hist,
+            i=i + 1, ids=_gather_beams(tok, alive),
+            carry=_gather_carry(carry, _gather_beams(parent, alive)),
+            alive_logp=alive_logp,
+            alive_tokens=_gather_beams(tokens, alive), alive_attn=_gather_beams(attn_hist, alive),
             fin_scores=fin_scores,
             fin_tokens=merge(s["fin_tokens"], tokens),
             fin_attn=merge(s["fin_attn"], attn_hist),
-            fin_lengths=merge(s["fin_lengths"], jnp.full((B, K), i + 1, jnp.int32)))
+            fin_lengths=merge(s["fin_lengths"], jnp.full((B, 2 * K), i + 1, jnp.int32)))
 
     s = jax.lax.while_loop(cond, body, state)
 

@@ -1,22 +1,34 @@
-"""Evaluation of K replicas on a split: teacher-forced perplexity, greedy (or beam) translations,
-BLEU (sacrebleu), exact match, BLEU per source-length bucket, and AER of the attention.
+"""Evaluation of K replicas on a split: teacher-forced perplexity, translations from one decoder
+(greedy, or beam search), BLEU (sacrebleu), exact match, BLEU per source-length bucket, and AER
+of the attention.
+
+Scoring and decoding are separate programs (`steps.EvalStep.score`, and `decoder`'s choice of
+`EvalStep.greedy` or `steps.make_beam_step`), so a beam-search evaluation never decodes greedily.
 
 AER: force-decode the reference, link each target word to its argmax source word, compare with
-the gold sure/possible links (Och & Ney 2003). Defined only where the data has gold alignments
-(the embedded synthetic data) and the model attends (scorer != none); otherwise None.
+the gold sure/possible links (Och & Ney 2003). Gold links index whitespace words; with a subword
+vocabulary the attention is first summed over the tokens of each source word and averaged over
+the tokens of each target word (`metrics.word_alignment`). Defined only where the data has gold
+alignments (the embedded synthetic data) and the model attends (scorer != none); otherwise None.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 
 from attn_jax import data as data_lib
 from attn_jax import metrics
+
+# (params [K...], src [B, L]) -> host arrays tokens [K, B, L'], attention [K, B, L', S],
+# lengths [K, B].
+Decoder = Callable[[Any, np.ndarray], dict[str, np.ndarray]]
 
 
 @dataclasses.dataclass
@@ -27,23 +39,36 @@ class SplitOutput:
     hyps: list[list[str]]
 
 
-def _trim(tokens: np.ndarray) -> list[int]:
-    """Greedy output row -> ids up to and including EOS."""
-    out = []
-    for t in tokens.tolist():
-        out.append(t)
-        if t == data_lib.EOS:
-            break
-    return out
+def decoder(eval_step, beam_step=None, length_penalty: float = 0.6) -> Decoder:
+    """The decoder, chosen once: greedy (`eval_step.greedy`), or the best hypothesis of beam search
+    (`beam_step`, steps.make_beam_step) with GNMT length penalty `length_penalty`."""
+    if beam_step is None:
+        return lambda params, src: jax.device_get(eval_step.greedy(params, src))
+    return lambda params, src: jax.device_get(beam_step(params, src, length_penalty))
 
 
-def _beam_outputs(beam_step, params, src, alpha: float, num_seeds: int) -> dict[str, np.ndarray]:
-    """Best beam hypothesis per replica: tokens [K, B, L], attention [K, B, L, S]."""
-    best = []
-    for k in range(num_seeds):
-        res = jax.device_get(beam_step(jax.tree.map(lambda x: x[k], params), src, alpha))
-        best.append((res["tokens"][:, 0], res["attention"][:, 0]))
-    return {"tokens": np.stack([b[0] for b in best]), "attention": np.stack([b[1] for b in best])}
+def word_index(vocab, text: str) -> np.ndarray | None:
+    """The whitespace word of each token of vocab.encode(text) ([N] int), or None when the tokens
+    do not split at the words (a token spanning two words, a word of no tokens)."""
+    words = [vocab.encode(word) for word in text.split()]
+    if not all(words) or [t for w in words for t in w] != list(vocab.encode(text)):
+        return None
+    return np.repeat(np.arange(len(words)), [len(w) for w in words])
+
+
+def _word_maps(data: data_lib.Data, sp, n: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """(source, target) token -> word maps of the first n examples; None if one does not map."""
+    maps = []
+    for i in range(n):
+        src = word_index(data.src_vocab, sp.src_text[i])
+        tgt = word_index(data.tgt_vocab, sp.tgt_text[i])
+        if src is None or tgt is None:
+            logging.warning("AER skipped on %s: example %d does not split into words at token "
+                            "boundaries (src %r, tgt %r).", sp.name, i, sp.src_text[i],
+                            sp.tgt_text[i])
+            return None
+        maps.append((src, tgt))
+    return maps
 
 
 def run_split(data: data_lib.Data, split: str, eval_step, params, *, batch_size: int,
@@ -53,6 +78,8 @@ def run_split(data: data_lib.Data, split: str, eval_step, params, *, batch_size:
     from greedy decoding, or from beam search when `beam_step` (steps.make_beam_step) is given."""
     sp = data[split]
     n = len(sp) if not subset else min(subset, len(sp))
+    decode = decoder(eval_step, beam_step, length_penalty)
+    word_maps = _word_maps(data, sp, n) if attends and sp.sure is not None else None
     nll = np.zeros(num_seeds)
     weight = 0.0
     hyps = [[""] * n for _ in range(num_seeds)]
@@ -61,18 +88,17 @@ def run_split(data: data_lib.Data, split: str, eval_step, params, *, batch_size:
         rows = [(r, i) for r, i in enumerate(batch["index"].tolist()) if 0 <= i < n]
         if not rows:
             continue
-        out = jax.device_get(eval_step(params, batch))
-        if beam_step is not None:
-            out.update(_beam_outputs(beam_step, params, batch["src"], length_penalty, num_seeds))
+        scored = jax.device_get(eval_step.score(params, batch))
+        out = decode(params, batch["src"])
         live = np.array([r for r, _ in rows])
-        weight += float(out["weight"][0, live].sum())
+        weight += float(scored["weight"][0, live].sum())
         for k in range(num_seeds):
-            nll[k] += float(out["nll"][k, live].sum())
+            nll[k] += float(scored["nll"][k, live].sum())
             for r, i in rows:
-                hyps[k][i] = data.tgt_vocab.decode(_trim(out["tokens"][k, r]))
-                if attends and sp.sure is not None:
-                    predicted[k][i] = metrics.argmax_alignment(
-                        out["forced_attention"][k, r], len(sp.src_ids[i]), len(sp.tgt_ids[i]))
+                hyps[k][i] = data.tgt_vocab.decode(out["tokens"][k, r, :out["lengths"][k, r]])
+                if word_maps is not None:
+                    predicted[k][i] = metrics.word_alignment(
+                        scored["forced_attention"][k, r], *word_maps[i])
     refs = sp.tgt_text[:n]
     src_lengths = [len(s.split()) for s in sp.src_text[:n]]
     results = []
@@ -87,37 +113,36 @@ def run_split(data: data_lib.Data, split: str, eval_step, params, *, batch_size:
                "bleu_signature": signature, "num_sentences": n}
         row["aer"] = (metrics.aer(predicted[k], [set(s) for s in sp.sure[:n]],
                                   [set(p) for p in sp.possible[:n]])
-                      if attends and sp.sure is not None else None)
+                      if word_maps is not None else None)
         results.append(row)
     return SplitOutput(metrics=results, hyps=hyps)
 
 
-def source_batch(data: data_lib.Data, texts: Sequence[str], batch_size: int) -> dict[str, np.ndarray]:
-    """A batch of raw source sentences in the smallest bucket that fits (fixed eval shape)."""
+def source_batch(data: data_lib.Data, texts: Sequence[str], batch_size: int) -> np.ndarray:
+    """Raw source sentences as src [batch_size, L] in the smallest bucket that fits them."""
     ids = [data.src_vocab.encode(t) for t in texts]
     longest = max(len(x) for x in ids)
     length = data_lib.smallest_bucket(longest, data.buckets)
     if length is None:
         raise ValueError(f"A sentence of {longest} tokens exceeds the largest bucket "
                          f"{max(data.buckets)}; raise data.buckets.")
-    src = np.zeros((batch_size, length), np.int32)
+    src = np.zeros((batch_size, length), np.int32)  # PAD
     for r, x in enumerate(ids):
         src[r, :len(x)] = x
-    tgt = np.zeros((batch_size, length), np.int32)
-    tgt[:len(ids), 0] = data_lib.BOS
-    return {"src": src, "tgt_in": tgt, "tgt_out": np.zeros_like(tgt),
-            "index": np.where(np.arange(batch_size) < len(ids), np.arange(batch_size), -1)}
+    return src
 
 
-def translate_texts(data, eval_step, params, texts: Sequence[str], batch_size: int):
-    """Greedy translations of raw sentences: per replica, a list of (hyp ids, attention [T, S])."""
-    batch = source_batch(data, texts, batch_size)
-    out = jax.device_get(eval_step(params, batch))
+def translate_texts(data, eval_step, params, texts: Sequence[str], batch_size: int,
+                    beam_step=None, length_penalty: float = 0.6):
+    """Translations of raw sentences, greedy or (with `beam_step`) beam search as in `run_split`:
+    per replica, a list of (hyp ids with EOS if emitted, attention [T, S]) per text."""
+    out = decoder(eval_step, beam_step, length_penalty)(
+        params, source_batch(data, texts, batch_size))
     results = []
     for k in range(out["tokens"].shape[0]):
         per = []
         for r in range(len(texts)):
-            ids = _trim(out["tokens"][k, r])
-            per.append((ids, out["attention"][k, r, :len(ids)]))
+            length = int(out["lengths"][k, r])
+            per.append((out["tokens"][k, r, :length].tolist(), out["attention"][k, r, :length]))
         results.append(per)
     return results

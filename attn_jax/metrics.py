@@ -1,5 +1,6 @@
 """Corpus metrics for translation and alignment: BLEU/chrF (sacrebleu), exact match, BLEU by
-source-length bucket, argmax alignments from attention, and alignment error rate (AER).
+source-length bucket, argmax alignments from attention (over words, also when the tokens are
+subwords), and alignment error rate (AER).
 
 Pure numpy + sacrebleu (no JAX), so it runs anywhere: in the eval loop on host arrays, in
 plots/tables, and in tests.
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from absl import logging
 import numpy as np
+from absl import logging
 from sacrebleu.metrics import BLEU, CHRF
 
 LENGTH_BUCKETS: tuple[str, ...] = ("1-10", "11-20", "21-30", "31-40", "41+")
@@ -173,6 +174,37 @@ def argmax_alignment(attention: np.ndarray, src_len: int, tgt_len: int) -> set[L
     return {(int(s), t) for t, s in enumerate(best)}
 
 
+def word_alignment(attention: np.ndarray, src_word: Sequence[int],
+                   tgt_word: Sequence[int]) -> set[Link]:
+    """`argmax_alignment` between words made of subword tokens.
+
+    Args:
+      attention: [T, S] weights over tokens, T >= len(tgt_word), S >= len(src_word); rows and
+        columns past them (EOS, padding) are ignored.
+      src_word: the word of each real source token, nondecreasing from 0 with no gaps
+        (e.g. [0, 0, 1] for "▁ka la ▁ghar"); likewise tgt_word for the target tokens.
+
+    A source word's weight is the sum of its tokens' weights (the attention mass on the word); a
+    target word's attention is the mean of its tokens' rows. Each target word then links to its
+    argmax source word. With one token per word this is `argmax_alignment`.
+    """
+    src_word, tgt_word = np.asarray(src_word, int), np.asarray(tgt_word, int)
+    attention = np.asarray(attention, np.float64)
+    fits = (attention.ndim == 2 and len(tgt_word) <= attention.shape[0]
+            and len(src_word) <= attention.shape[1])
+    if not fits:
+        raise ValueError(f"{len(tgt_word)} target and {len(src_word)} source tokens do not fit "
+                         f"attention of shape {attention.shape}")
+    if not len(src_word) or not len(tgt_word):
+        return set()
+    num_src, num_tgt = int(src_word.max()) + 1, int(tgt_word.max()) + 1
+    sum_src = np.eye(num_src)[src_word]  # [S, Ws]: token s belongs to word w
+    mean_tgt = np.eye(num_tgt)[tgt_word]  # [T, Wt]
+    mean_tgt /= np.maximum(mean_tgt.sum(0), 1)
+    words = mean_tgt.T @ attention[:len(tgt_word), :len(src_word)] @ sum_src  # [Wt, Ws]
+    return argmax_alignment(words, num_src, num_tgt)
+
+
 def _as_links(links: Iterable[Sequence[int]]) -> set[Link]:
     return {(int(s), int(t)) for s, t in links}
 
@@ -195,7 +227,8 @@ def aer(
     (no predicted and no sure links in the whole corpus: AER is undefined).
     """
     if not len(predicted) == len(sure) == len(possible):
-        raise ValueError(f"lengths differ: {len(predicted)} predicted, {len(sure)} sure, {len(possible)} possible")
+        raise ValueError(f"lengths differ: {len(predicted)} predicted, {len(sure)} sure, "
+                         f"{len(possible)} possible")
     hits_sure = hits_possible = num_pred = num_sure = 0
     for a_links, s_links, p_links in zip(predicted, sure, possible):
         a, s = _as_links(a_links), _as_links(s_links)

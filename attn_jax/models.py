@@ -35,9 +35,9 @@ from attn_jax import attention as attn_lib
 from attn_jax import loss as loss_lib
 from attn_jax import recurrence
 from attn_jax import rows as rows_lib
-from attn_jax.layers import CELLS, Cell, Linear, hidden, initial_carry, matmul
+from attn_jax.layers import CELLS, Cell, Linear, hidden, initial_carry
+from attn_jax.tokens import BOS, EOS, PAD, UNK  # noqa: F401  (models.PAD etc. for callers)
 
-PAD, BOS, EOS, UNK = 0, 1, 2, 3
 FLOWS = ("bahdanau", "luong")
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
@@ -81,7 +81,7 @@ class ModelConfig:
             attention_size=self.attention_size, num_heads=self.num_heads,
             max_source_len=self.max_source_len, dtype=self.compute_dtype)
 
-    def validate(self) -> "ModelConfig":
+    def validate(self) -> ModelConfig:
         """Raises ValueError naming the valid choices; cheap, call it before compiling."""
         if self.flow not in FLOWS:
             raise ValueError(f"Unknown decoder flow {self.flow!r}; valid flows: {', '.join(FLOWS)} "
@@ -103,7 +103,7 @@ class ModelConfig:
 
     @classmethod
     def from_config(cls, model: Any, *, src_vocab_size: int, tgt_vocab_size: int,
-                    max_source_len: int) -> "ModelConfig":
+                    max_source_len: int) -> ModelConfig:
         """From the `config.model` ConfigDict. Zero sizes are derived from `hidden_size`:
 
         decoder_hidden = output_size = hidden_size, attention_size = embed_size = hidden_size // 2,
@@ -149,14 +149,16 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool = True,
-                 steps: jax.Array | None = None, bound: jax.Array | None = None):
-        """x [B, S, E], mask [B, S] -> annotations [B, S, Da], final [B, Da]. steps, bound:
-        optional traced bounds on the longest source and on the real tokens (`steps.extent`)."""
+                 steps: jax.Array | None = None, compact: bool = False,
+                 bound: jax.Array | None = None):
+        """x [B, S, E], mask [B, S] -> annotations [B, S, Da], final [B, Da]. steps: optional
+        traced bound on the longest source; compact: matmuls over real rows only (`rows`), with
+        `bound` on the real tokens (`steps.extent`)."""
         c = self.config
         dtype = c.compute_dtype
         lengths = mask.sum(-1)  # [B]
         mask = mask.T  # [S, B] time-major
-        plan = rows_lib.plan(mask.reshape(-1), rows_lib.CHUNK, bound)
+        plan = rows_lib.plan(mask.reshape(-1), rows_lib.CHUNK, bound) if compact else None
         for layer in range(c.encoder_layers):
             if layer:
                 x = nn.Dropout(c.dropout)(x, deterministic=deterministic)
@@ -213,15 +215,17 @@ class Seq2Seq(nn.Module):
     # ---------------------------------------------------------------------- step by step
 
     def encode(self, src: jax.Array, deterministic: bool = True,
-               extent: dict[str, jax.Array] | None = None):
-        """src [B, S] -> (memory, carry): attention memory (keys projected once) and s_0."""
+               extent: dict[str, jax.Array] | None = None, compact: bool = False):
+        """src [B, S] -> (memory, carry): attention memory (keys projected once) and s_0.
+
+        extent: loop bounds (`Seq2Seq.loss`); compact: projections over real rows only."""
         c = self.config
         mask = src != PAD  # [B, S]
         steps, bound = (None, None) if extent is None else (extent["src"], extent["src_rows"])
         x = self.dropout(self.src_embed(src), deterministic=deterministic)  # [B, S, E]
-        annotations, final = self.encoder(x, mask, deterministic, steps, bound)  # [B,S,Da], [B,Da]
-        memory = self.attention.prepare(
-            annotations, mask, rows_lib.plan(mask.reshape(-1), rows_lib.CHUNK, bound))
+        annotations, final = self.encoder(x, mask, deterministic, steps, compact, bound)
+        plan = rows_lib.plan(mask.reshape(-1), rows_lib.CHUNK, bound) if compact else None
+        memory = self.attention.prepare(annotations, mask, plan)
         s0 = jnp.tanh(self.bridge(final))  # [B, Hd]
         carry = {"rnn": initial_carry(c.cell, s0)}
         if self._feeds_input():
@@ -305,7 +309,7 @@ class Seq2Seq(nn.Module):
         """`features` and the real-row plan of the time-major [T, B] target layout."""
         c = self.config
         dtype = c.compute_dtype
-        memory, carry = self.encode(src, deterministic, extent)
+        memory, carry = self.encode(src, deterministic, extent, compact=True)
         steps, bound = (None, None) if extent is None else (extent["tgt"], extent["rows"])
         tgt_in = jnp.swapaxes(tgt_in, 0, 1)  # [T, B]
         plan = rows_lib.plan((tgt_in != PAD).reshape(-1), rows_lib.CHUNK, bound)

@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from attn_jax.attention import masked_softmax, mix
-from attn_jax.rows import outer_rows
 from attn_jax.layers import cell_backward, cell_forward, hidden, matmul, scoped, with_hidden
+from attn_jax.rows import outer_rows
 
 
 def _zeros_like(tree):

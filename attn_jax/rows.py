@@ -21,7 +21,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from attn_jax.layers import matmul as _matmul, scoped
+from attn_jax.layers import matmul as _matmul
+from attn_jax.layers import scoped
 
 CHUNK = 256  # Rows per matmul in the loops below (and in the output head).
 

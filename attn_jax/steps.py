@@ -9,7 +9,8 @@ logged, so batches with different amounts of padding average correctly.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -114,51 +115,91 @@ def make_train_step(model, tx, smoothing: float):
     return jax.jit(step, donate_argnums=0, compiler_options=compiler_options())
 
 
-def _eval_one(model, max_len: int, params, batch):
-    """Teacher-forced loss + attention, and greedy decoding, for one replica."""
+# ------------------------------------------------------------------------------------ evaluation
+#
+# Evaluation is two separate programs: teacher-forced scoring (loss and the attention on the
+# reference, for AER) and decoding (greedy, or beam search). The caller picks one decoder once,
+# so nothing is decoded twice.
+
+
+def _score_one(model, params, batch):
+    """Teacher-forced scoring of one replica: per-row nll and weight [B], attention [B, T, S]."""
     nll, aux = model.apply({"params": params}, batch["src"], batch["tgt_in"], batch["tgt_out"],
                            method="token_nll")  # [B]
     weight = jnp.sum(batch["tgt_out"] != models.PAD, axis=-1).astype(jnp.float32)  # [B]
-    memory, carry = model.apply({"params": params}, batch["src"], method="encode")
+    return {"nll": nll, "weight": weight, "forced_attention": aux["attention"]}
+
+
+def _decoder_start(model, params, src, beam_size: int = 1):
+    """(step_fn, initial carry) for the decoders, encoder outputs tiled to B * beam_size rows."""
+    memory, carry = model.apply({"params": params}, src, method="encode")
+    if beam_size > 1:
+        memory, carry = decode.tile_beams((memory, carry), beam_size)
 
     def step_fn(ids, carry):
         carry, logits, attn = model.apply({"params": params}, carry, ids, memory,
                                           method="decode_step")
         return logits, attn, carry
 
-    out = decode.greedy(step_fn, carry, batch_size=batch["src"].shape[0], max_len=max_len)
-    return {"nll": nll, "weight": weight, "forced_attention": aux["attention"],
-            "tokens": out["tokens"], "attention": out["attention"]}
+    return step_fn, carry
 
 
-def make_eval_step(model, extra_len: int):
-    """(params [K...], batch [B, L]) -> per replica: per-row nll and weight [K, B], forced
-    attention [K, B, T, S],
-    greedy tokens [K, B, L + extra_len] and their attention. One compile per bucket."""
+def _greedy_one(model, extra_len: int, params, src):
+    step_fn, carry = _decoder_start(model, params, src)
+    return decode.greedy(step_fn, carry, batch_size=src.shape[0],
+                         max_len=src.shape[1] + extra_len)
+
+
+def _beam_one(model, beam_size: int, extra_len: int, params, src, alpha):
+    """The best beam hypothesis of each row (beam search's outputs at beam 0)."""
+    step_fn, carry = _decoder_start(model, params, src, beam_size)
+    out = decode.beam_search(step_fn, carry, batch_size=src.shape[0], beam_size=beam_size,
+                             max_len=src.shape[1] + extra_len, alpha=alpha)
+    return {key: value[:, 0] for key, value in out.items()}
+
+
+class EvalStep(NamedTuple):
+    """Evaluation's jitted programs over K replicas (`make_eval_step`)."""
+
+    # (params [K...], batch [B, L]) -> nll, weight [K, B], forced_attention [K, B, T, S].
+    score: Callable[..., dict[str, jax.Array]]
+    # (params [K...], src [B, L]) -> tokens [K, B, L'], attention [K, B, L', S], lengths [K, B],
+    # L' = L + extra_len.
+    greedy: Callable[..., dict[str, jax.Array]]
+
+
+def make_eval_step(model, extra_len: int) -> EvalStep:
+    """Teacher-forced scoring and greedy decoding, each jitted (one compile per bucket)."""
 
     @functools.partial(jax.jit, compiler_options=compiler_options())
-    def step(params, batch):
-        max_len = batch["src"].shape[1] + extra_len
-        one = functools.partial(_eval_one, model, max_len)
-        return jax.vmap(one, in_axes=(0, None))(params, batch)
+    def score(params, batch):
+        return jax.vmap(functools.partial(_score_one, model), in_axes=(0, None))(params, batch)
 
-    return step
+    @functools.partial(jax.jit, compiler_options=compiler_options())
+    def greedy(params, src):
+        one = functools.partial(_greedy_one, model, extra_len)
+        return jax.vmap(one, in_axes=(0, None))(params, src)
+
+    return EvalStep(score=score, greedy=greedy)
+
+
+def _replica(x: jax.Array, k: int) -> jax.Array:
+    return x[k]
 
 
 def make_beam_step(model, beam_size: int, extra_len: int):
-    """(params of ONE replica, src [B, L], alpha) -> beam search outputs (best first)."""
+    """(params [K...], src [B, L], alpha) -> the best beam hypothesis per replica and row: tokens
+    [K, B, L'], attention [K, B, L', S], lengths and scores [K, B] (L' = L + extra_len), in the
+    shapes of `EvalStep.greedy`. One replica is searched at a time (one compile per bucket,
+    memory of one). alpha (the length penalty) must be >= 0, else ValueError."""
+    one = jax.jit(functools.partial(_beam_one, model, beam_size, extra_len),
+                  compiler_options=compiler_options())
 
-    @functools.partial(jax.jit, compiler_options=compiler_options())
     def step(params, src, alpha):
-        memory, carry = model.apply({"params": params}, src, method="encode")
-        memory, carry = decode.tile_beams((memory, carry), beam_size)
-
-        def step_fn(ids, carry):
-            carry, logits, attn = model.apply({"params": params}, carry, ids, memory,
-                                              method="decode_step")
-            return logits, attn, carry
-
-        return decode.beam_search(step_fn, carry, batch_size=src.shape[0], beam_size=beam_size,
-                                  max_len=src.shape[1] + extra_len, alpha=alpha)
+        decode.check_length_penalty(alpha)  # Traced inside the jitted search: checked here.
+        num_replicas = jax.tree.leaves(params)[0].shape[0]
+        best = [one(jax.tree.map(functools.partial(_replica, k=k), params), src, alpha)
+                for k in range(num_replicas)]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *best)
 
     return step

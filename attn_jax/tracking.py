@@ -13,7 +13,8 @@ import json
 import math
 import os
 import uuid
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,10 +33,18 @@ def json_safe(value: Any) -> Any:
 
 
 def read_rows(path: str) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl ([] if absent); a line cut short (a process killed while
+    writing it) is skipped."""
     if not os.path.exists(path):
         return []
+    rows = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return [r for r in rows if isinstance(r, dict) and "step" in r]
 
 
 class Tracker:
@@ -76,12 +85,14 @@ class Tracker:
                 json.dump(ids, f)
         return runs
 
-    def truncate(self, step: int) -> None:
-        """Keep only rows with step <= `step` (rows a killed run logged after its checkpoint)."""
-        rows = [r for r in read_rows(self.path) if r["step"] <= step]
+    def truncate(self, step: int) -> list[dict[str, Any]]:
+        """Keeps only rows with step <= `step` (rows a killed run logged after its checkpoint,
+        and any line cut short); returns every row that was there."""
+        rows = read_rows(self.path)
         with open(self.path + ".tmp", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+            f.writelines(json.dumps(r) + "\n" for r in rows if r["step"] <= step)
         os.replace(self.path + ".tmp", self.path)
+        return rows
 
     def write(self, step: int, split: str, per_seed: Sequence[dict[str, Any]]) -> None:
         """One row per seed; per_seed[k] belongs to self.seeds[k]."""

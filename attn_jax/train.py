@@ -3,18 +3,28 @@ r"""Train and evaluate an attention seq2seq model.
     python -m attn_jax.train --config=configs/default.py --workdir=runs/demo \
         [--config.model.scorer=dot --config.model.hidden_size=256 ...]
 
-Rerunning the same command resumes from the newest checkpoint in the workdir; a finished run
-(results.json present) is not retrained. The flow: config -> data -> model -> train step ->
+Rerunning the same command resumes from the newest intact checkpoint in the workdir; a finished
+run (results.json present) is not retrained. The flow: config -> data -> model -> train step ->
 metrics/checkpoints -> evaluation -> heatmaps and results.json.
+
+A workdir belongs to one process at a time (an flock on WORKDIR/.lock holding its pid; the
+system releases it however the process ends). config.json is written only once the run has
+really started (data loaded, state initialised or restored), so a command that fails earlier
+leaves nothing that refuses the corrected one; with config.json missing, the checkpoint's
+parameter shapes are still checked against the config.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
+import logging as std_logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -23,8 +33,9 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from attn_jax import checkpoint, config as config_lib, data as data_lib, evaluate, models
-from attn_jax import plots, steps, synthetic, tracking
+from attn_jax import checkpoint, evaluate, models, plots, runtime, steps, synthetic, tracking
+from attn_jax import config as config_lib
+from attn_jax import data as data_lib
 
 EXAMPLE_SRC = synthetic.RUNNING_EXAMPLE.src
 
@@ -33,23 +44,52 @@ class TrainingError(RuntimeError):
     """A run that cannot continue (NaN loss, incompatible resume); the message names the fix."""
 
 
-def _prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """Creates the workdir, or checks that the one there belongs to this config."""
+@contextlib.contextmanager
+def lock_workdir(workdir: str) -> Iterator[None]:
+    """Creates the workdir and holds WORKDIR/.lock (with this pid in it) while the block runs.
+
+    A second process is refused with a ValueError naming the holder's pid; an unwritable
+    workdir (or parent) is a ValueError naming the path, never a traceback."""
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ValueError(f"--workdir={workdir} is a file, not a directory; choose another path.")
-    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, ".lock")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError as e:
+        raise ValueError(f"--workdir={workdir} is not writable ({e.strerror}: {e.filename}); "
+                         "fix its permissions or choose another --workdir.") from None
+    with os.fdopen(fd, "r+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = f.read().strip() or "unknown"
+            raise ValueError(f"--workdir={workdir} is in use by another training process (pid "
+                             f"{holder}); wait for it to finish or stop it, or choose another "
+                             "--workdir.") from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)  # Closing the file releases the lock.
+
+
+def _check_saved_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Refuses a workdir whose config.json belongs to an incompatible config (writes nothing)."""
     path = os.path.join(workdir, "config.json")
-    current = json.loads(config.to_json())
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        bad = config_lib.resume_mismatches(saved, current)
-        if bad:
-            raise ValueError(
-                f"{workdir} holds a run with an incompatible config, so it cannot be resumed:\n  "
-                + "\n  ".join(bad) + "\nUse a new --workdir, or rerun with the saved values.")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    config_lib.check_resume(saved, json.loads(config.to_json()), workdir)
+
+
+def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    path = os.path.join(workdir, "config.json")
     with open(path + ".tmp", "w") as f:
-        json.dump(current, f, indent=2)
+        json.dump(json.loads(config.to_json()), f, indent=2)
     os.replace(path + ".tmp", path)
 
 
@@ -133,57 +173,78 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """Runs (or resumes) training, evaluates on valid and test, returns results.json's content."""
     start_time = time.time()
     config_lib.validate(config)
-    _prepare_workdir(workdir, config)
-    results_path = os.path.join(workdir, "results.json")
-    if os.path.exists(results_path):
-        logging.info("%s already holds a finished run; not retraining.", workdir)
-        with open(results_path) as f:
-            return json.load(f)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(lock_workdir(workdir))
+        _check_saved_config(workdir, config)
+        results_path = os.path.join(workdir, "results.json")
+        if os.path.exists(results_path):
+            logging.info("%s already holds a finished run; not retraining.", workdir)
+            with open(results_path) as f:
+                return json.load(f)
 
-    data = data_lib.load(config.data, workdir)
-    logging.info("%s", data_lib.describe(data))
-    derived = config_lib.derive(
-        config, src_vocab_size=data.src_vocab.size, tgt_vocab_size=data.tgt_vocab.size,
-        steps_per_epoch=data_lib.steps_per_epoch(
-            data, data_lib.batch_sizes(config.data, data.buckets)))
-    run = _Run(config, workdir, data, derived, models.Seq2Seq(derived.model),
-               checkpoint.Checkpoints(workdir, config.train.keep_checkpoints),
-               tracking.Tracker(workdir, json.loads(config.to_json()), derived.seeds,
-                                config.logging.wandb, config.logging.project,
-                                config.logging.entity, config.logging.group))
-    try:
-        eval_step = steps.make_eval_step(run.model, config.eval.max_decode_extra)
-        beam_step = (steps.make_beam_step(run.model, config.eval.beam_size,
+        data = data_lib.load(config.data, workdir)  # Logs its own summary.
+        derived = config_lib.derive(
+            config, src_vocab_size=data.src_vocab.size, tgt_vocab_size=data.tgt_vocab.size,
+            steps_per_epoch=data_lib.steps_per_epoch(
+                data, data_lib.batch_sizes(config.data, data.buckets)))
+        model = models.Seq2Seq(derived.model)
+        ckpts = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints)
+        stack.callback(ckpts.close)  # Waits for in-flight saves: finished work is never lost.
+        tx, schedule = steps.make_optimizer(config.train, derived.num_steps)
+        state = steps.init_state(model, tx, derived.seeds, data.buckets[0], data.buckets[0])
+        if ckpts.latest_step() is not None:
+            state = ckpts.restore(state)  # ValueError if it fits another config.
+        start = ckpts.latest_step() or 0
+        _write_config(workdir, config)  # Only now: the data loaded and the state fits.
+        tracker = tracking.Tracker(workdir, json.loads(config.to_json()), derived.seeds,
+                                   config.logging.wandb, config.logging.project,
+                                   config.logging.entity, config.logging.group)
+        stack.callback(tracker.close)
+        run = _Run(config, workdir, data, derived, model, ckpts, tracker)
+        if start:
+            logging.info("Resumed from the checkpoint at step %d.", start)
+        _check_log(run, tracker.truncate(start), start)
+
+        eval_step = steps.make_eval_step(model, config.eval.max_decode_extra)
+        beam_step = (steps.make_beam_step(model, config.eval.beam_size,
                                           config.eval.max_decode_extra)
                      if config.eval.beam_size > 1 else None)
-        state, last_valid = _train(run, eval_step, beam_step)
+        state, last_valid = _train(run, state, start, tx, schedule, eval_step, beam_step)
         results = _final_evaluation(run, state, eval_step, beam_step, last_valid)
         results["wall_seconds"] = time.time() - start_time  # This invocation (a resume: anew).
         with open(results_path + ".tmp", "w") as f:
             json.dump(tracking.json_safe(results), f, indent=2)
         os.replace(results_path + ".tmp", results_path)  # Last: marks the run finished.
         return results
-    finally:
-        run.ckpts.close()  # Waits for in-flight saves: finished work is never lost.
-        run.tracker.close()
 
 
-def _train(run: _Run, eval_step, beam_step):
-    """The training loop, from the newest checkpoint if there is one.
+def _check_log(run: _Run, rows: list[dict[str, Any]], start: int) -> None:
+    """Warns when metrics.jsonl and the checkpoint disagree (a log deleted, replaced or kept
+    from checkpoints that are gone): the rerun logs from the resumed step on, so rows missing
+    before it stay missing, and rows past it are dropped and logged again."""
+    log_every, num_steps = run.config.train.log_every, run.derived.num_steps
+    want = set(range(log_every, start + 1, log_every)) | ({start} if start == num_steps else set())
+    missing = sorted(want - {r["step"] for r in rows if r["split"] == "train"})
+    if missing:
+        logging.warning("%s lacks the training rows of steps %d..%d although the checkpoint is "
+                        "at step %d (was it deleted or replaced?); it continues from step %d, "
+                        "so those rows stay missing.", run.tracker.path, missing[0],
+                        missing[-1], start, start)
+    last_row = max((r["step"] for r in rows), default=0)
+    if last_row > start + run.derived.checkpoint_every:
+        logging.warning("%s holds rows up to step %d but no checkpoint after step %d (were "
+                        "checkpoints removed?); dropping the rows after step %d and training "
+                        "those steps again.", run.tracker.path, last_row, start, start)
+
+
+def _train(run: _Run, state, start: int, tx, schedule, eval_step, beam_step):
+    """The training loop from `start` (the restored checkpoint's step, or 0).
 
     Returns the final state and, when this call ran it, the last step's evaluation of the whole
     valid split (else None), so the final evaluation need not decode it again.
     """
     config, ckpts, tracker, seeds = run.config, run.ckpts, run.tracker, run.seeds
     num_steps = run.derived.num_steps
-    tx, schedule = steps.make_optimizer(config.train, num_steps)
-    state = steps.init_state(run.model, tx, seeds, run.data.buckets[0], run.data.buckets[0])
-    start = ckpts.latest_step() or 0
-    if start:
-        state = ckpts.restore(state)
-        logging.info("Resumed from the checkpoint at step %d.", start)
-    tracker.truncate(start)  # Rows a killed run logged after its last checkpoint.
-
     train_step = steps.make_train_step(run.model, tx, config.train.label_smoothing)
     batches = data_lib.train_batches(run.data, data_lib.batch_sizes(config.data, run.data.buckets),
                                      seeds, start_step=start)
@@ -200,7 +261,8 @@ def _train(run: _Run, eval_step, beam_step):
         done = step + 1
         if progress:
             progress.update(1)
-        if done % config.train.log_every == 0 or done == num_steps:
+        window_end = done % config.train.log_every == 0 or done == num_steps
+        if window_end:
             rows = _window_metrics(jax.device_get(window), time.time() - window_start,
                                    float(schedule(step)))
             bad = [s for s, r in zip(seeds, rows) if not np.isfinite(r["loss"])]
@@ -226,7 +288,9 @@ def _train(run: _Run, eval_step, beam_step):
                 if done == num_steps and not config.eval.valid_subset:
                     last_valid = valid
                 logging.info("step %d: valid BLEU %.2f", done, valid_bleu)
-            ckpts.save(done, state, valid_bleu)
+            # A resume point only where a logging window ends, so that a resumed run logs
+            # exactly the rows of an uninterrupted one (the best checkpoint is not one).
+            ckpts.save(done, state, valid_bleu, last=window_end)
             window_start = time.time()  # Evaluation time is not training time.
     if progress:
         progress.close()
@@ -255,8 +319,10 @@ def _final_evaluation(run: _Run, state, eval_step, beam_step, last_valid=None) -
              else {})
     texts.update({f"test_{i}": test_sp.src_text[i]
                   for i in _heatmap_examples(data, run.config.eval.num_heatmaps)})
+    # Decoded as the metrics are (beam search when it is on), so the pictures show those outputs.
     translations = evaluate.translate_texts(data, eval_step, state.params, list(texts.values()),
-                                            run.config.eval.batch_size)
+                                            run.config.eval.batch_size, beam_step=beam_step,
+                                            length_penalty=run.config.eval.length_penalty)
     images = _draw_heatmaps(run.workdir, data, run.derived.model.scorer, texts, translations,
                             seeds)
     results = {
@@ -297,9 +363,16 @@ def _define_flags() -> None:
     flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
 
 
+def quiet_logs() -> None:
+    """Keeps a run's log to what matters: orbax below WARNING, and JAX's INFO line about a TPU
+    backend that is not there (on CPU and GPU hosts) are dropped; everything else stays."""
+    checkpoint.quiet_orbax_logs()
+    std_logging.getLogger("jax._src.xla_bridge").addFilter(
+        lambda r: not r.getMessage().startswith("Unable to initialize backend 'tpu'"))
+
+
 def _main(argv):
     del argv
-    checkpoint.quiet_orbax_logs()
     if flags.FLAGS.workdir is None or flags.FLAGS.config is None:
         raise app.UsageError("--config and --workdir are required.")
     results = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
@@ -311,6 +384,8 @@ def _main(argv):
 
 
 def main():
+    runtime.keep_freed_memory()
+    quiet_logs()  # Before JAX looks for its backends.
     _define_flags()
     try:
         config_lib.check_overrides(sys.argv[1:])  # Rewords unknown keys before absl sees them.
@@ -318,7 +393,9 @@ def main():
         sys.exit(f"error: {e}")
     try:
         app.run(_main)
-    except (ValueError, TrainingError, FileNotFoundError) as e:
+    except PermissionError as e:  # Somewhere other than the workdir (e.g. data.tfds_dir).
+        sys.exit(f"error: {e.strerror}: {e.filename}; make it writable or choose another path.")
+    except (ValueError, TrainingError, OSError) as e:
         sys.exit(f"error: {e}")
 
 

@@ -13,7 +13,7 @@ Variants:
 
 Every field is commented. Derived values (the step count from epochs, evaluation intervals,
 model sizes from hidden_size) are computed after command-line overrides, by
-`attn_jax.config.finalize`, never here.
+`attn_jax.config.derive`, never here.
 """
 
 import ml_collections
@@ -45,7 +45,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.max_len = 72  # Longest pair kept in train (longer ones are filtered and counted).
 
     config.model = model = ml_collections.ConfigDict()
-    model.scorer = "additive"  # none|additive|dot|general|scaled_dot|location|multihead.
+    # Attention scorer, a key of attn_jax.attention.SCORERS:
+    # none|additive|dot|general|scaled_dot|location|multihead.
+    model.scorer = "additive"
     model.flow = "bahdanau"  # 'bahdanau' (query s_{t-1}) | 'luong' (query s_t, h~ = tanh(W[c;s])).
     model.cell = "gru"  # 'gru' | 'lstm' (encoder and decoder).
     model.hidden_size = 128  # One knob: decoder, annotation, attention and output sizes.
@@ -76,15 +78,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     train.grad_clip = 1.0  # Global gradient-norm clip.
     train.label_smoothing = 0.0  # Label smoothing of the training loss.
     train.log_every = 50  # Steps between training-metric rows.
-    train.eval_every = 0  # Steps between validation evaluations; 0 = derived: 4 per run.
-    train.checkpoint_every = 0  # Steps between checkpoints; 0 = derived: = eval_every.
+    # Steps between validation evaluations (each also saves a checkpoint) and between checkpoints:
+    # multiples of log_every, so a resumed run logs the same rows. 0 = derived: 4 evaluations per
+    # run, and checkpoint_every = eval_every.
+    train.eval_every = 0
+    train.checkpoint_every = 0
     train.keep_checkpoints = 2  # Recent checkpoints kept (the best by valid BLEU is kept too).
 
     config.eval = ev = ml_collections.ConfigDict()
     ev.batch_size = 256  # Sentences per evaluation/decoding batch.
     ev.max_decode_extra = 10  # Decoding stops at source bucket length + this many tokens.
     ev.beam_size = 1  # 1 = greedy decoding; > 1 = beam search.
-    ev.length_penalty = 0.6  # Beam search GNMT length penalty alpha.
+    ev.length_penalty = 0.6  # Beam search GNMT length penalty alpha (>= 0; 0 = none).
     ev.valid_subset = 500  # Valid sentences decoded at periodic evaluations (0 = all).
     ev.num_heatmaps = 4  # Test sentences drawn as heatmaps at the end (plus the running example).
 

@@ -3,14 +3,17 @@
     python -m launch.local --sweep=configs/sweeps/scorer_hidden.py --sweep_dir=runs/scorer_hidden \
         --parallel=2 [--seeds_mode=vmap|trials] [--only=scorer=dot] [--dry_run]
 
-Run from the repository root. Each trial runs `attn_jax.sweep.command(trial, sweep_dir)` in its
+Run from the repository root. Each trial runs `launch.sweep.command(trial, sweep_dir)` in its
 own workdir SWEEP_DIR/NAME, with stdout and stderr appended to SWEEP_DIR/NAME/log.txt.
 SWEEP_DIR/status.json (rewritten atomically) holds every trial's state: pending, running,
-finished or failed (with the return code). A trial is finished iff its results.json exists:
-rerunning the same command skips finished trials and relaunches the others, which resume from
-their newest checkpoint. A crashing trial is marked failed and the others go on; the exit code
-is 1 if any trial failed. --dry_run validates the sweep and prints the exact commands, and
-writes nothing. Children inherit the environment, with WANDB_MODE=offline unless it is set.
+finished, failed (with the return code) or stopped. A trial is finished iff its results.json
+exists: rerunning the same command skips finished trials and relaunches the others, which resume
+from their newest checkpoint. A crashing trial is marked failed and the others go on; the exit
+code is 1 if any trial failed. SIGINT (Ctrl-C) or SIGTERM stops the launcher cleanly: it
+terminates its running trials (killing any still alive after a grace period), waits for them,
+marks them stopped and exits with 128 + the signal number, so no trial is left running on its
+own. --dry_run validates the sweep and prints the exact commands, and writes nothing. Children
+inherit the environment, with WANDB_MODE=offline unless it is set.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import datetime
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -28,11 +32,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from attn_jax import sweep
+from launch import sweep
 
 RESULTS_FILE = "results.json"
 STATUS_FILE = "status.json"
 LOG_FILE = "log.txt"
+# After SIGINT/SIGTERM, running trials get this long to exit before they are killed.
+STOP_GRACE_SECONDS = 30.0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -102,6 +108,19 @@ class StatusFile:
             return dict(self.data["trials"].get(name, {}))
 
 
+class _Stopped(Exception):
+    """SIGINT or SIGTERM arrived (raised in the main thread by the signal handler)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: Any) -> None:
+    del frame
+    raise _Stopped(signum)
+
+
 def child_env() -> dict[str, str]:
     """The launcher's environment, with W&B offline unless WANDB_MODE is already set."""
     env = dict(os.environ)
@@ -136,21 +155,22 @@ class Runner:
             log.write(f"\n=== {_now()} attempt {attempts}: {shlex.join(argv)}\n")
             log.flush()
             try:
-                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env())
+                proc = self._start(argv, log)
             except OSError as e:  # E.g. a missing interpreter: this trial fails, the rest go on.
                 log.write(f"could not start: {e}\n")
                 self.status.update(trial.name, status="failed", returncode=None, ended=_now(),
                                    error=f"could not start: {e}")
                 return "failed"
-            with self._lock:
-                self._procs.add(proc)
+            if proc is None:  # Stopped before it started.
+                self.status.update(trial.name, status="pending", ended=_now())
+                return "pending"
             returncode = proc.wait()
             with self._lock:
                 self._procs.discard(proc)
         fields: dict[str, Any] = {"returncode": returncode, "ended": _now(),
                                   "wall_seconds": round(time.time() - start, 1)}
         if self.stopping.is_set() and returncode != 0:
-            state = "pending"  # Interrupted by the user: rerun it next time.
+            state = "stopped"  # Terminated by SIGINT/SIGTERM: rerunning the command resumes it.
         elif returncode == 0 and is_finished(wd):
             state = "finished"
         else:
@@ -160,12 +180,29 @@ class Runner:
         self.status.update(trial.name, status=state, **fields)
         return state
 
-    def stop(self) -> None:
-        """Stops launching new trials and terminates the running ones."""
+    def _start(self, argv: list[str], log) -> subprocess.Popen | None:
+        """Starts a trial's process, unless the runner is stopping (then None)."""
+        with self._lock:  # stop() sees every process started before it.
+            if self.stopping.is_set():
+                return None
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env())
+            self._procs.add(proc)
+            return proc
+
+    def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+        """Starts no more trials; terminates the running ones and waits for them, killing any
+        still alive after `grace_seconds`."""
         self.stopping.set()
         with self._lock:
-            for proc in self._procs:
-                proc.terminate()
+            procs = list(self._procs)
+        for proc in procs:
+            proc.terminate()
+        deadline = time.monotonic() + grace_seconds
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def print_summary(trials: Sequence[sweep.Trial], status: StatusFile, skipped: set[str]) -> None:
@@ -224,18 +261,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     runner = Runner(sweep_dir, status, args.python, args.module)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel)
-    futures = {pool.submit(runner.run_trial, t): t for t in todo}
+    previous = {s: signal.signal(s, _raise_stopped) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        futures = {pool.submit(runner.run_trial, t): t for t in todo}
         for fut in concurrent.futures.as_completed(futures):
             t = futures[fut]
             print(f"[{_now()}] {t.name}: {fut.result()}", flush=True)
-    except KeyboardInterrupt:
-        print("interrupted: terminating running trials (rerun the same command to resume)",
-              file=sys.stderr)
+        pool.shutdown(wait=True)
+    except _Stopped as e:
+        for s in previous:  # Stopping takes at most the grace period; do not interrupt it.
+            signal.signal(s, signal.SIG_IGN)
+        print(f"{signal.Signals(e.signum).name}: stopping the running trials (rerun the same "
+              "command to resume them)", file=sys.stderr, flush=True)
         runner.stop()
         pool.shutdown(wait=True, cancel_futures=True)
-        return 130
-    pool.shutdown(wait=True)
+        print_summary(trials, status, skipped)
+        return 128 + e.signum
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     print_summary(trials, status, skipped)
     failed = [t.name for t in trials if status.get(t.name).get("status") != "finished"]
     if failed:

@@ -6,7 +6,7 @@
         [--python=python] [--dry_run]
     sbatch scorer_hidden.sbatch          # from the repository root
 
-Array index i runs exactly `attn_jax.sweep.command(trials[i], sweep_dir)` (the same trials and
+Array index i runs exactly `launch.sweep.command(trials[i], sweep_dir)` (the same trials and
 workdirs as the local and W&B launchers) from the submit directory, logging to
 SWEEP_DIR/slurm/<job>_<array job id>_<i>.out. An index whose WORKDIR/results.json exists exits
 at once, so resubmitting the same script resumes the unfinished trials (from their checkpoints).
@@ -21,7 +21,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from attn_jax import sweep
+from launch import sweep
 
 LOG_SUBDIR = "slurm"
 

@@ -16,7 +16,7 @@ one per sweep axis plus the seed and fixed overrides as constants, so the agent'
 are exactly config overrides (`--config.model.scorer=dot --config.model.hidden_size=64 ...`).
 Its `command:` runs this module with --run_trial, which maps those arguments back to the
 sweep's Trial (same name and workdir, SWEEP_DIR/NAME, as the local and SLURM launchers) and
-execs `attn_jax.sweep.command(trial, sweep_dir)`: `python -m attn_jax.train --config=...
+execs `launch.sweep.command(trial, sweep_dir)`: `python -m attn_jax.train --config=...
 --workdir=SWEEP_DIR/NAME --config.model.scorer=dot ...`. Arguments that do not pick exactly one trial
 of the sweep fail with a clear error before training starts.
 
@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from attn_jax import sweep
+from launch import sweep
 
 PREFIX = "config."
 # Runs under `wandb agent` must log online for the sweep to see them, whatever the base config

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from attn_jax import attention
 from attn_jax import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,14 +25,9 @@ def test_readmes_name_configs():
 
 
 @pytest.mark.parametrize("spec", _named_configs())
-def test_named_config_loads_and_validates(spec):
-    cwd = os.getcwd()
-    os.chdir(REPO)  # Configs import `configs.default` relative to the repository root.
-    try:
-        config = config_lib.load_config_file(spec)
-    finally:
-        os.chdir(cwd)
-    config_lib.validate(config)
+def test_named_config_loads_and_validates(spec, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # Configs load from any working directory.
+    config_lib.validate(config_lib.load_config_file(os.path.join(REPO, spec)))
 
 
 @pytest.mark.parametrize("path", sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
@@ -39,3 +35,10 @@ def test_named_config_loads_and_validates(spec):
 def test_config_docstring_gives_the_command(path):
     text = open(path).read()
     assert "python -m attn_jax.train --config=configs/" in text, path
+
+
+def test_default_config_lists_the_registered_scorers():
+    """The scorer field's comment names exactly the registry's scorers, in its order."""
+    text = open(os.path.join(REPO, "configs", "default.py")).read()
+    listed = re.search(r"# ([\w|]+)\.\n\s*model\.scorer = ", text).group(1).split("|")
+    assert tuple(listed) == attention.SCORER_NAMES

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from attn_jax import decode
-
-PAD, BOS, EOS = 0, 1, 2
+from attn_jax.tokens import BOS, EOS, PAD
 
 
 def make_toy(batch, vocab, max_len, seed, eos_bias=0.0, masked=(PAD, BOS)):
@@ -25,6 +24,12 @@ def make_toy(batch, vocab, max_len, seed, eos_bias=0.0, masked=(PAD, BOS)):
     table = 2.0 * rng.normal(size=(batch, vocab**max_len, vocab)).astype(np.float32)
     table[..., EOS] += eos_bias
     table[..., list(masked)] = -np.inf  # tokens that can never be emitted
+    return (*toy_from_table(table, max_len), table)
+
+
+def toy_from_table(table, max_len):
+    """(step_fn, init_carry) whose logits are table[row, base-V code of the fed prefix]."""
+    batch, vocab = table.shape[0], table.shape[-1]
     jtable = jnp.asarray(table)
 
     def step_fn(ids, carry):
@@ -37,7 +42,7 @@ def make_toy(batch, vocab, max_len, seed, eos_bias=0.0, masked=(PAD, BOS)):
 
     init = dict(row=jnp.arange(batch), code=jnp.zeros(batch, jnp.int32),
                 pos=jnp.zeros(batch, jnp.int32), hist=jnp.zeros((batch, max_len), jnp.int32))
-    return step_fn, init, table
+    return step_fn, init
 
 
 def log_softmax(x):
@@ -198,18 +203,54 @@ def test_tile_beams_repeats_rows_consecutively():
     np.testing.assert_array_equal(tiled["b"][2:4], [[2, 3], [2, 3]])
 
 
-def test_beam_size_one_is_greedy(toy8):
+def test_beam_size_one_never_scores_below_greedy(toy8):
+    # K = 1 follows the greedy prefix and also keeps each hypothesis that ended on the way (the
+    # top 2K), so where greedy ends in EOS the beam returns it or one that scores better.
     step_fn, init, table = toy8
-    ref = decode.greedy(step_fn, init, batch_size=8, max_len=5)
     search = beam_fn(step_fn, batch=8, beam=1, max_len=5)
     for alpha in (0.0, 0.6):
         beam = search(init, alpha)
-        np.testing.assert_array_equal(beam["tokens"][:, 0], ref["tokens"])
-        np.testing.assert_array_equal(beam["lengths"][:, 0], ref["lengths"])
-        np.testing.assert_array_equal(beam["attention"][:, 0], ref["attention"])
+        check_structure(beam["tokens"][:, 0], beam["attention"][:, 0], beam["lengths"][:, 0])
+        compared = 0
         for b, seq in enumerate(numpy_greedy(table, 5)):
-            score = seq_logp(table, b, seq) / lp(len(seq), alpha)
+            got = list(beam["tokens"][b, 0, : beam["lengths"][b, 0]])
+            score = seq_logp(table, b, got) / lp(len(got), alpha)
             np.testing.assert_allclose(beam["scores"][b, 0], score, rtol=1e-5)
+            if seq[-1] == EOS:
+                assert score >= seq_logp(table, b, seq) / lp(len(seq), alpha) - 1e-5
+                compared += 1
+        assert compared >= 2
+
+
+def test_finished_hypotheses_do_not_narrow_the_beam():
+    # Vocab {PAD, BOS, EOS, a=3, b=4}, K = 2. Step 0: p(EOS) = .36, p(a) = .34, p(b) = .30; after
+    # b, p(EOS) = .99; after a, p(EOS) = .1; elsewhere uniform over {EOS, a, b}. Top K of K * V
+    # would keep EOS and a at step 0, leaving a single live beam ("a"), and never see "b EOS":
+    # it would return [EOS], [a a EOS]. The top 2K keeps a and b alive, and finds the exact top 2
+    # (alpha = 0: [EOS] then [b EOS]; alpha = 2: [b EOS] (-0.89) then [EOS] (-1.02)).
+    table = np.full((1, 5**3, 5), np.log(1 / 3), np.float32)
+    table[..., [PAD, BOS]] = -np.inf
+    table[0, BOS, 2:] = np.log([0.36, 0.34, 0.30])  # the prefix [BOS] has code BOS = 1
+    table[0, BOS * 5 + 3, 2:] = np.log([0.1, 0.45, 0.45])  # [BOS, a]
+    table[0, BOS * 5 + 4, 2:] = np.log([0.99, 0.005, 0.005])  # [BOS, b]
+    step_fn, init = toy_from_table(table, 3)
+    search = beam_fn(step_fn, batch=1, beam=2, max_len=3)
+    for alpha, best in ((0.0, [[EOS], [4, EOS]]), (2.0, [[4, EOS], [EOS]])):
+        out = search(init, alpha)
+        ref = brute_force(table, 0, 3, alpha)[:2]
+        assert [s for _, s in ref] == best
+        assert [list(out["tokens"][0, k, : out["lengths"][0, k]]) for k in range(2)] == best
+        np.testing.assert_allclose(out["scores"][0], [s for s, _ in ref], rtol=1e-5)
+        check_structure(out["tokens"], out["attention"], out["lengths"])
+
+
+def test_negative_length_penalty_is_refused(toy8):
+    step_fn, init, _ = toy8
+    for alpha in (-0.5, float("nan")):
+        with pytest.raises(ValueError, match="length penalty must be >= 0"):
+            decode.beam_search(step_fn, decode.tile_beams(init, 2), batch_size=8, beam_size=2,
+                               max_len=5, alpha=alpha)
+    decode.check_length_penalty(0.0)  # Zero (raw log-probabilities) is allowed.
 
 
 def test_beam_outputs_sorted_and_well_formed(toy8):
@@ -220,10 +261,10 @@ def test_beam_outputs_sorted_and_well_formed(toy8):
     assert out["scores"].shape == (8, 4) and out["scores"].dtype == np.float32
     assert out["lengths"].shape == (8, 4) and out["lengths"].dtype == np.int32
     assert np.all(out["scores"][:, :-1] >= out["scores"][:, 1:])
-    # A row where fewer than K hypotheses finished has empty (-inf) slots at the end.
+    # Every slot is filled here (the top 2K finish many hypotheses); empty slots, where fewer
+    # than K hypotheses finish, are checked by the exhaustive test below.
     live = out["scores"] > -np.inf
-    assert live[:, 0].all() and (~live).any()
-    assert np.all(out["lengths"][~live] == 0) and np.all(out["tokens"][~live] == PAD)
+    assert live.all()
     check_structure(out["tokens"][live], out["attention"][live], out["lengths"][live])
     for b, k in zip(*np.nonzero(live)):  # every score is the penalised log-prob of its tokens
         seq = list(out["tokens"][b, k, : out["lengths"][b, k]])

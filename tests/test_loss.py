@@ -8,7 +8,7 @@ import pytest
 
 from attn_jax import loss, rows
 
-N, F, O, V = 29, 6, 5, 11
+N, F, O, V = 29, 6, 5, 11  # noqa: E741  (rows, features, output size, vocabulary)
 
 
 def _problem(seed=0, hidden=True):
@@ -28,8 +28,8 @@ def _full(head, x, targets, weights, smoothing, mask=None):
     if mask is not None:
         h = h * mask
     logits = h @ head["w2"] + head["b2"]
-    l, n = loss.cross_entropy(logits, targets, weights, smoothing)
-    return l.sum(), n.sum()
+    nll, n = loss.cross_entropy(logits, targets, weights, smoothing)
+    return nll.sum(), n.sum()
 
 
 @pytest.mark.parametrize("hidden, smoothing", [(True, 0.0), (True, 0.1), (False, 0.2)])
@@ -94,6 +94,7 @@ def test_head_loss_under_vmap_equals_each_replica():
 
     got = jax.jit(jax.vmap(one))(stack(*heads), stack(*xs), stack(*ts), stack(*ws))
     for k in range(2):
-        want = jax.grad(lambda h: _full(h, xs[k], ts[k], ws[k], 0.0)[0])(heads[k])
-        for a, b in zip(jax.tree.leaves(jax.tree.map(lambda v: v[k], got)), jax.tree.leaves(want)):
+        want = jax.grad(lambda h, k=k: _full(h, xs[k], ts[k], ws[k], 0.0)[0])(heads[k])
+        for a, b in zip(jax.tree.leaves(jax.tree.map(lambda v, k=k: v[k], got)),
+                        jax.tree.leaves(want)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

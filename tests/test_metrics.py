@@ -5,7 +5,6 @@ import pytest
 
 from attn_jax import metrics
 
-
 # ------------------------------------------------------------------------------------ BLEU / chrF
 
 
@@ -167,3 +166,26 @@ def test_argmax_alignment_feeds_aer():
     links = metrics.argmax_alignment(attention, src_len=3, tgt_len=3)
     gold = {(2, 0), (1, 1), (0, 2)}
     assert metrics.aer([links], [gold], [gold]) == 0.0
+
+
+def test_word_alignment_sums_source_pieces_and_averages_target_pieces():
+    # Source "▁ka la ▁ghar" (words 0, 0, 1) + a padding column; target "▁i ▁go ing" (words 0, 1,
+    # 1) + the EOS row. Token by token, target piece 0 would link to source piece 2 (0.4).
+    attention = np.array([
+        [0.3, 0.3, 0.4, 0.0],  # word 0: ka 0.6 > ghar 0.4
+        [0.1, 0.1, 0.8, 0.0],  # word 1, first piece
+        [0.6, 0.0, 0.4, 0.0],  # word 1, second piece: mean row -> ka 0.4 < ghar 0.6
+        [0.9, 0.1, 0.0, 0.0],  # EOS step: ignored
+    ])
+    links = metrics.word_alignment(attention, src_word=[0, 0, 1], tgt_word=[0, 1, 1])
+    assert links == {(0, 0), (1, 1)}
+    assert metrics.argmax_alignment(attention, src_len=3, tgt_len=3) == {(2, 0), (2, 1), (0, 2)}
+
+
+def test_word_alignment_with_one_token_per_word_is_argmax_alignment():
+    attention = np.random.default_rng(0).random((6, 5))
+    assert metrics.word_alignment(attention, range(4), range(5)) == \
+        metrics.argmax_alignment(attention, src_len=4, tgt_len=5)
+    assert metrics.word_alignment(attention, [], [0, 1]) == set()
+    with pytest.raises(ValueError, match="do not fit"):
+        metrics.word_alignment(attention, range(6), range(2))

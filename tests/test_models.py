@@ -2,6 +2,8 @@
 gradients) for every scorer, flow and cell; gradients reach the attention; the encoder equals
 flax's bidirectional RNN; one compile per shape; configuration errors before compiling."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from attn_jax import attention, loss as loss_lib, models, rows, steps
+from attn_jax import attention, models, rows, steps
+from attn_jax import loss as loss_lib
 
 FLOWS = [("bahdanau", True), ("luong", True), ("luong", False)]
 
@@ -271,6 +274,6 @@ def test_bad_model_config_raises_before_compiling(overrides, match, monkeypatch)
 
 def test_model_config_is_frozen_and_typed():
     cfg = models.ModelConfig(src_vocab_size=5, tgt_vocab_size=5)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.scorer = "dot"
     assert isinstance(_model_config_dict(), ml_collections.ConfigDict)

@@ -11,8 +11,10 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,10 +24,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `launch` is run from the repository root, not installed.
     sys.path.insert(0, str(REPO))
 
-from attn_jax import sweep  # noqa: E402
-from launch import local, slurm, wandb_sweep  # noqa: E402
+from attn_jax import attention  # noqa: E402
+from attn_jax import config as config_lib  # noqa: E402
+from launch import local, slurm, sweep, wandb_sweep  # noqa: E402
 
-SCORERS = ["none", "additive", "dot", "general", "scaled_dot", "location", "multihead"]
+SCORERS = list(attention.SCORER_NAMES)
 SIZES = [32, 64, 128, 256]
 
 # The real base config's text (it has every key a sweep may set), written into tmp dirs.
@@ -77,7 +80,7 @@ def write_sweep(path: Path, spec: dict) -> str:
 
 def standin_config(tmp_path):
     (tmp_path / "standin.py").write_text(STANDIN_CONFIG)
-    return sweep.load_base_config(str(tmp_path / "standin.py"))
+    return config_lib.load_config_file(tmp_path / "standin.py")
 
 
 def default_spec():
@@ -160,6 +163,45 @@ def test_invalid_specs_raise_with_valid_names(tmp_path, change, needles):
         sweep.validate(small_spec(**change), standin_config(tmp_path))
     for needle in needles:
         assert needle in str(e.value)
+
+
+@pytest.mark.parametrize("change, needles", [
+    ({"fixed": {"train.num_steps": 7, "train.eval_every": 10}},
+     ["sweep trial scorer=additive,hidden_size=8", "train.eval_every (10)", "train.log_every (50)"]),
+    ({"axes": {"model.scorer": ["dot"], "model.hidden_size": [8, -8]}},
+     ["sweep trial scorer=dot,hidden_size=-8", "model.hidden_size must be > 0"]),
+])
+def test_every_trial_config_passes_the_config_checks(tmp_path, change, needles):
+    """A sweep is checked with the same value checks as --config, trial by trial."""
+    with pytest.raises(ValueError) as e:
+        sweep.validate(small_spec(**change), standin_config(tmp_path))
+    for needle in needles:
+        assert needle in str(e.value)
+
+
+def test_sweep_files_load_with_the_config_loader(workspace):
+    """Sweep and base config files load like --config files: errors are one line with file:line."""
+    write_sweep(workspace / "sweep_def.py", small_spec())
+    (workspace / "base.py").write_text("def get_config():\n    return {'a': \n")
+    with pytest.raises(ValueError, match=r"^base.py:2: syntax error"):
+        sweep.load("sweep_def.py")
+    with pytest.raises(ValueError, match=r"nope.py' not found"):
+        sweep.load("nope.py")
+    (workspace / "plain.py").write_text("X = 1\n")
+    with pytest.raises(ValueError, match=r"plain.py defines no get_sweep\(\)"):
+        sweep.load("plain.py")
+
+
+def test_sweep_cli_help_and_listing(workspace, capsys):
+    result = subprocess.run([sys.executable, "-m", "launch.sweep", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.startswith("usage: python -m launch.sweep")
+    write_sweep(workspace / "sweep_def.py", small_spec())
+    assert sweep.main(["--sweep=sweep_def.py", "--only=scorer=dot"]) == 0
+    _, trials = sweep.load("sweep_def.py")
+    assert capsys.readouterr().out.splitlines() == [
+        f"{t.index}\t{t.name}\t{shlex.join(sweep.command(t, 'runs/small'))}"
+        for t in trials if t.params["model.scorer"] == "dot"]
 
 
 def test_float_field_accepts_int_and_base_config_arg(workspace):
@@ -267,6 +309,51 @@ def test_local_seed_trials_mode(workspace, capsys):
                                    "scorer=additive,seed=6": ("finished", 0)}
     res = json.loads((workspace / "out" / "scorer=additive,seed=6" / "results.json").read_text())
     assert res["seeds"] == [{"seed": 6}]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_local_stopped_by_signal_stops_its_trials(workspace, signum):
+    """A signalled launcher terminates its running trial (a fake one that sleeps), waits for it
+    and marks it stopped; it leaves no orphan and no status stuck at 'running'."""
+    write_sweep(workspace / "sweep_def.py", small_spec(axes={"model.scorer": ["additive"]},
+                                                       seeds={"base": 0, "count": 1}))
+    fake_python = workspace / "fakepy"  # Records its pid, then becomes a long sleep.
+    fake_python.write_text("#!/bin/sh\necho $$ > child.tmp && mv child.tmp child.pid\n"
+                           "exec sleep 600\n")
+    fake_python.chmod(0o755)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "launch.local", "--sweep=sweep_def.py", "--sweep_dir=out",
+         f"--python={fake_python}"], cwd=workspace, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    pid_file, child = workspace / "child.pid", None
+    try:
+        deadline = time.monotonic() + 300  # A hang guard, not a timing assertion.
+        while not pid_file.exists():  # Until the trial runs (or the launcher fails).
+            assert launcher.poll() is None, launcher.communicate()
+            assert time.monotonic() < deadline, "the trial never started"
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        assert statuses(workspace) == {"scorer=additive": ("running", None)}
+        launcher.send_signal(signum)
+        out, err = launcher.communicate(timeout=120)
+        assert launcher.returncode == 128 + signum, err
+        assert not _alive(child)
+        assert statuses(workspace) == {"scorer=additive": ("stopped", -signal.SIGTERM)}
+        assert signal.Signals(signum).name in err and "rerun the same command" in err
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        if child is not None and _alive(child):
+            os.kill(child, signal.SIGKILL)
 
 
 # ------------------------------------------------------------------------------ W&B route
@@ -411,7 +498,7 @@ def test_real_default_sweep_validates(monkeypatch):
         assert len(trials) == count
         # The W&B route's extra override exists in the real config too.
         sweep.validate(wandb_sweep.route_spec(spec))
-    assert tuple(sweep.scorer_names()) == tuple(SCORERS)
+    assert spec["axes"]["model.scorer"] == SCORERS  # The registry's names, defined once.
 
 
 @pytest.mark.skipif(not (REPO / "configs" / "default.py").exists(), reason="no configs/default.py")

@@ -1,15 +1,20 @@
 """End-to-end: a tiny run trains, writes every artifact, resumes exactly, and refuses bad input."""
 
+import dataclasses
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from attn_jax import steps, train
 from attn_jax.config import load_config_file
+from attn_jax.tokens import EOS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -211,7 +216,8 @@ def test_translate_entry_point_keeps_every_line(finished_run, tmp_path):
     assert result.returncode == 0, result.stderr
     lines = out.read_text().split("\n")[:-1]
     assert len(lines) == 4 and lines[1] == ""
-    assert "line 2: empty" in result.stderr and "line 3: 100 tokens, truncated to 72" in result.stderr
+    assert "line 2: empty" in result.stderr
+    assert "line 3: 100 tokens, truncated to 72" in result.stderr
     links = align.read_text().split("\n")[:-1]
     assert len(links) == 4 and links[1] == ""
     for line, pharaoh in zip(lines, links):
@@ -248,7 +254,8 @@ def test_multi30k_config_end_to_end_with_subwords_and_beam(tmp_path):
     results = train.train_and_evaluate(config, workdir)
     assert results["test"]["aer"] is None  # No gold alignments for real data.
     assert results["test"]["num_sentences"] == 20 and 0 <= results["test"]["bleu"] <= 100
-    assert os.path.exists(os.path.join(workdir, "vocab", "joint"))
+    vocab_dir = "joint" if config.data.joint_vocab else "tgt"  # The vocab/ layout.
+    assert os.path.isdir(os.path.join(workdir, "vocab", vocab_dir))
     assert any(f.startswith("test_") for f in os.listdir(os.path.join(workdir, "attention")))
     assert "running_example" not in results
     # With beam search on, the same final parameters are also scored greedily.
@@ -258,3 +265,97 @@ def test_multi30k_config_end_to_end_with_subwords_and_beam(tmp_path):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         final_splits = {json.loads(line)["split"] for line in f} - {"train", "valid"}
     assert final_splits == {"test", "test_greedy", "valid_greedy"}
+
+
+def _copy_unfinished(finished, dest):
+    """A copy of a finished run's workdir without results.json: a run to be resumed."""
+    shutil.copytree(finished, dest, ignore=shutil.ignore_patterns("wandb*", ".lock"))
+    os.remove(os.path.join(dest, "results.json"))
+    return dest
+
+
+def _losses(workdir):
+    return [(r["step"], r["split"], r["loss"], r.get("bleu")) for r in rows(workdir)]
+
+
+def test_damaged_newest_checkpoint_resumes_from_the_older_one(finished_run, tfds_dir, tmp_path,
+                                                               caplog):
+    reference, _ = finished_run
+    workdir = _copy_unfinished(reference, str(tmp_path / "damaged"))
+    step_dir = os.path.join(workdir, "checkpoints", "last", "12")
+    for folder, _, files in os.walk(step_dir):  # Truncate every array data file.
+        for name in files:
+            if os.path.basename(folder) == "d":
+                path = os.path.join(folder, name)
+                os.truncate(path, os.path.getsize(path) // 2)
+    with caplog.at_level(logging.WARNING):
+        train.train_and_evaluate(tiny_config(tfds_dir), workdir)
+    assert any("unreadable checkpoint at step 12" in r.getMessage() for r in caplog.records)
+    got, want = _losses(workdir), _losses(reference)  # Steps 7-12 were trained again, exactly.
+    assert [g[:2] for g in got] == [w[:2] for w in want]
+    np.testing.assert_allclose([g[2] for g in got], [w[2] for w in want], rtol=1e-5)
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", "corrupt", "last_12"))
+
+
+def test_deleted_config_json_is_checked_against_the_checkpoint(finished_run, tfds_dir, tmp_path):
+    reference, results = finished_run
+    workdir = _copy_unfinished(reference, str(tmp_path / "noconfig"))
+    config_path = os.path.join(workdir, "config.json")
+    os.remove(config_path)
+    with pytest.raises(ValueError, match="trained with another config") as e:
+        train.train_and_evaluate(tiny_config(tfds_dir, **{"model.hidden_size": 32}), workdir)
+    assert "\n" not in str(e.value) and not os.path.exists(config_path)
+    again = train.train_and_evaluate(tiny_config(tfds_dir), workdir)  # The original command.
+    assert again["test"]["bleu"] == results["test"]["bleu"]
+    assert json.load(open(config_path))["model"]["hidden_size"] == 16
+
+
+def test_deleted_metrics_log_is_reported_on_resume(finished_run, tfds_dir, tmp_path, caplog):
+    reference, _ = finished_run
+    workdir = _copy_unfinished(reference, str(tmp_path / "nolog"))
+    os.remove(os.path.join(workdir, "metrics.jsonl"))
+    with caplog.at_level(logging.WARNING):
+        train.train_and_evaluate(tiny_config(tfds_dir), workdir)
+    assert any("lacks the training rows of steps 3..12" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_no_resume_point_inside_a_logging_window(tmp_path, tfds_dir, monkeypatch):
+    """An evaluation that falls inside a logging window (eval_every 4, log_every 3) saves no
+    checkpoint to resume from there, so a resumed run still logs the same rows."""
+    derive = train.config_lib.derive
+    monkeypatch.setattr(train.config_lib, "derive",
+                        lambda *a, **k: dataclasses.replace(derive(*a, **k), eval_every=4))
+    _kill_after(monkeypatch, 5)  # Evaluated at step 4, killed during step 6.
+    workdir = str(tmp_path / "window")
+    with pytest.raises(Killed):
+        train.train_and_evaluate(tiny_config(tfds_dir), workdir)
+    assert [r["step"] for r in rows(workdir, "valid")] == [4]
+    assert os.listdir(os.path.join(workdir, "checkpoints", "last")) == []
+
+
+def test_heatmaps_and_running_example_use_the_metrics_decoder(tmp_path, tfds_dir, monkeypatch,
+                                                               caplog):
+    """With beam search on, the running example comes from beam search (here a stand-in that
+    always says one fixed word), not from greedy decoding; the data summary is logged once."""
+
+    def make_beam_step(model, beam_size, extra_len):
+        def step(params, src, alpha):  # steps.make_beam_step's outputs, one fixed hypothesis.
+            k, (b, s) = jax.tree.leaves(params)[0].shape[0], src.shape
+            tokens = np.zeros((k, b, s + extra_len), np.int32)
+            tokens[:, :, :2] = (7, EOS)
+            return {"tokens": tokens, "lengths": np.full((k, b), 2, np.int32),
+                    "attention": np.full((k, b, s + extra_len, s), 1 / s, np.float32),
+                    "scores": np.zeros((k, b), np.float32)}
+        return step
+
+    monkeypatch.setattr(steps, "make_beam_step", make_beam_step)
+    workdir = str(tmp_path / "beam")
+    with caplog.at_level(logging.INFO):
+        results = train.train_and_evaluate(
+            tiny_config(tfds_dir, **{"eval.beam_size": 2, "train.num_steps": 3}), workdir)
+    example = json.load(open(os.path.join(workdir, "attention", "running_example_seed0.json")))
+    assert example["tgt"][1] == "</s>" and len(example["tgt"]) == 2
+    assert results["running_example"]["hyp"] == example["hyp"] == example["tgt"][0]
+    assert np.asarray(example["attention"]).shape == (2, 5)
+    assert sum("train filtered" in r.getMessage() for r in caplog.records) == 1

@@ -1,1 +1,1 @@
-"""Sweep definitions: each module's get_sweep() returns plain data (see attn_jax/sweep.py)."""
+"""Sweep definitions: each module's get_sweep() returns plain data (see launch/sweep.py)."""

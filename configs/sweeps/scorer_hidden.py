@@ -1,7 +1,7 @@
 """Sweep: every attention scorer x hidden size, 3 seeds each (the project's main comparison).
 
-Grid: model.scorer in {none, additive, dot, general, scaled_dot, location, multihead}
-x model.hidden_size in {32, 64, 128, 256}, seeds 0, 1, 2.
+Grid: model.scorer in every scorer of attn_jax.attention.SCORERS (none, additive, dot, general,
+scaled_dot, location, multihead) x model.hidden_size in {32, 64, 128, 256}, seeds 0, 1, 2.
 By default (seeds_mode=vmap) that is 7 x 4 = 28 trials, each training its 3 seeds as vmapped
 replicas in one process (--config.train.seed=0 --config.train.num_seeds=3); with
 --seeds_mode=trials it is 84 single-seed trials.
@@ -10,12 +10,13 @@ Run locally from the repository root (2 trials at a time; rerun the same command
 
     python -m launch.local --sweep=configs/sweeps/scorer_hidden.py --sweep_dir=runs/scorer_hidden \
         --parallel=2 [--dry_run] [--only=scorer=dot]
-    python -m attn_jax.plots --sweep_dir=runs/scorer_hidden
+    python -m attn_jax.report --sweep_dir=runs/scorer_hidden
 
 W&B Sweeps and SLURM: see launch/README.md (the same 28 trials, same names, same workdirs).
 
 Expected runtime: set by FIXED["train.num_steps"] below; the step budget is chosen so the whole
-sweep fits in <= 60 min on 2 CPU cores with --parallel=2 (to be measured and filled in).
+sweep fits in about an hour on 2 CPU cores with --parallel=2 (measured time and results:
+experiments/scorer_hidden/README.md).
 Produces: runs/scorer_hidden/status.json and one workdir per trial, named like
 `scorer=dot,hidden_size=64`, holding config.json, metrics.jsonl, results.json (test/valid BLEU,
 exact match, AER and BLEU by source length, mean over seeds and per seed), attention heatmaps
@@ -26,7 +27,8 @@ from __future__ import annotations
 
 from typing import Any
 
-SCORERS = ["none", "additive", "dot", "general", "scaled_dot", "location", "multihead"]
+from attn_jax.attention import SCORER_NAMES
+
 HIDDEN_SIZES = [32, 64, 128, 256]
 # Overrides shared by every trial (e.g. a shorter step budget for the sweep), as
 # {"train.num_steps": 2000}; every key must exist in the base config.
@@ -45,7 +47,7 @@ FIXED: dict[str, Any] = {
 
 
 def get_sweep(arg: str | None = None) -> dict[str, Any]:
-    """The sweep as plain data, expanded identically by every launcher (attn_jax.sweep.expand).
+    """The sweep as plain data, expanded identically by every launcher (launch.sweep.expand).
 
     arg: None, or 'tiny' for a smoke test of the launchers (--sweep=...scorer_hidden.py:tiny):
     the `configs/default.py:tiny` base run, hidden sizes 16 and 32, 2 seeds (14 trials, seconds
@@ -58,7 +60,7 @@ def get_sweep(arg: str | None = None) -> dict[str, Any]:
         "name": "scorer_hidden_tiny" if tiny else "scorer_hidden",  # Default dir: runs/<name>.
         "base_config": "configs/default.py:tiny" if tiny else "configs/default.py",  # --config.
         "axes": {  # The grid; the first axis varies slowest.
-            "model.scorer": list(SCORERS),
+            "model.scorer": list(SCORER_NAMES),  # Every registered scorer.
             "model.hidden_size": [16, 32] if tiny else list(HIDDEN_SIZES),
         },
         # Seeds base..base+count-1 (vmapped in one process by default).

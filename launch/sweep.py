@@ -1,4 +1,9 @@
-"""Sweep definitions: load, validate and expand them into trials (pure; no JAX import).
+"""Sweep definitions: load, validate and expand them into trials; list a sweep's trials.
+
+    python -m launch.sweep --sweep=configs/sweeps/scorer_hidden.py [--sweep_dir=DIR] \
+        [--seeds_mode=vmap|trials] [--only=scorer=dot]
+
+prints every trial (index, name, command) after validating the sweep; it runs nothing.
 
 A sweep definition is a Python file with `get_sweep()` returning plain data
 (see configs/sweeps/scorer_hidden.py):
@@ -17,6 +22,11 @@ exactly the same trials, with the same names and workdirs:
     for trial in expand(spec, seeds_mode="vmap"):
         print(trial.name, command(trial, "runs/sweep"))
 
+Files are loaded by `attn_jax.config.load_config_file` (the loader --config uses), and every
+trial's overrides are applied to the base config with `attn_jax.config.override` and checked
+with `attn_jax.config.validate`, so an unknown key, a value of the wrong type or a bad value
+(an unknown scorer, a negative size) stops a launcher before anything runs.
+
 Seeds: with seeds_mode='vmap' (default) one trial trains all seeds as vmapped replicas in one
 process (`--config.train.seed=BASE --config.train.num_seeds=COUNT`); with seeds_mode='trials'
 every seed is its own trial (`--config.train.seed=S --config.train.num_seeds=1`).
@@ -24,31 +34,32 @@ every seed is its own trial (`--config.train.seed=S --config.train.num_seeds=1`)
 
 from __future__ import annotations
 
+import argparse
 import ast
+import copy
 import dataclasses
-import difflib
-import importlib
-import importlib.util
 import itertools
 import os
 import re
-import types
+import shlex
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from attn_jax import config as config_lib
 
 TRAIN_MODULE = "attn_jax.train"
 SEEDS_MODES = ("vmap", "trials")
 SEED_KEY = "train.seed"
 NUM_SEEDS_KEY = "train.num_seeds"
-# Used only when attn_jax.attention (the scorer registry) cannot be imported.
-FALLBACK_SCORER_NAMES = ("none", "additive", "dot", "general", "scaled_dot", "location",
-                         "multihead")
 
 _REQUIRED_KEYS = ("name", "base_config", "axes", "seeds", "fixed")
 _SEEDS_KEYS = ("base", "count")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._+-]")
 _SCALARS = (bool, int, float, str, type(None))
+
+format_value = config_lib.format_value  # A value as written on the command line.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,24 +87,6 @@ class Trial:
 # ----------------------------------------------------------------------------- loading
 
 
-def _load_module_from_path(path: str, prefix: str) -> types.ModuleType:
-    """Imports a Python file by path (like ml_collections.config_flags does)."""
-    if not os.path.isfile(path):
-        raise ValueError(f"File {path!r} not found (relative paths are resolved against the "
-                         f"current directory {os.getcwd()!r}; run from the repository root).")
-    name = f"_attn_jax_{prefix}_" + _UNSAFE_CHARS.sub("_", os.path.abspath(path))
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
-
-
-def _split_arg(path: str) -> tuple[str, list[str]]:
-    """'file.py:arg' -> ('file.py', ['arg']); 'file.py' -> ('file.py', [])."""
-    file_path, sep, arg = path.partition(":")
-    return file_path, ([arg] if sep else [])
-
-
 def to_plain(value: Any) -> Any:
     """ConfigDict / Mapping / tuple -> plain dict / list, recursively."""
     if hasattr(value, "to_dict"):
@@ -105,124 +98,21 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def load_sweep(path_or_module: Any) -> dict[str, Any]:
-    """Loads a sweep definition as plain data (not yet validated).
+def load_sweep(sweep: Any) -> dict[str, Any]:
+    """A sweep definition as plain data (not yet validated).
 
     Args:
-        path_or_module: a file path ('configs/sweeps/scorer_hidden.py', optionally with ':arg'
-            passed to get_sweep(arg)), a dotted module name ('configs.sweeps.scorer_hidden'), a
-            module object with get_sweep(), or the spec itself (a dict or ConfigDict).
+        sweep: a file path ('configs/sweeps/scorer_hidden.py', optionally with ':arg' passed to
+            get_sweep(arg)), or the spec itself (a dict or ConfigDict).
     """
-    if isinstance(path_or_module, Mapping) or hasattr(path_or_module, "to_dict"):
-        return to_plain(path_or_module)
-    args: list[str] = []
-    module = path_or_module
-    if isinstance(path_or_module, (str, os.PathLike)):
-        text = os.fspath(path_or_module)
-        file_path, args = _split_arg(text)
-        if file_path.endswith(".py") or os.sep in file_path:
-            module = _load_module_from_path(file_path, "sweep")
-        else:
-            module = importlib.import_module(file_path)
-    if not hasattr(module, "get_sweep"):
-        raise ValueError(f"{path_or_module!r} defines no get_sweep().")
-    spec = module.get_sweep(*args)
-    if not (isinstance(spec, Mapping) or hasattr(spec, "to_dict")):
-        raise ValueError(f"{path_or_module!r}: get_sweep() must return a dict, got {type(spec)}.")
-    return to_plain(spec)
-
-
-def load_base_config(config_path: str) -> Any:
-    """Loads a --config value ('configs/default.py' or 'configs/default.py:arg') via get_config()."""
-    file_path, args = _split_arg(config_path)
-    module = _load_module_from_path(file_path, "config")
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"Base config {file_path!r} defines no get_config().")
-    return module.get_config(*args)
-
-
-def scorer_names() -> tuple[str, ...]:
-    """The scorer registry's names (attn_jax.attention.SCORER_NAMES), else the fixed list."""
-    try:
-        attention = importlib.import_module("attn_jax.attention")
-    except ModuleNotFoundError as e:
-        if e.name not in ("attn_jax.attention", "attn_jax"):
-            raise
-        return FALLBACK_SCORER_NAMES
-    return tuple(getattr(attention, "SCORER_NAMES", FALLBACK_SCORER_NAMES))
+    if not (isinstance(sweep, Mapping) or hasattr(sweep, "to_dict")):
+        sweep = config_lib.load_config_file(sweep, function="get_sweep")
+        if not (isinstance(sweep, Mapping) or hasattr(sweep, "to_dict")):
+            raise ValueError(f"get_sweep() must return a dict, got {type(sweep).__name__}.")
+    return to_plain(sweep)
 
 
 # -------------------------------------------------------------------------- validation
-
-
-def _is_section(value: Any) -> bool:
-    return isinstance(value, Mapping) or hasattr(value, "to_dict")
-
-
-def _leaf_keys(config: Any, prefix: str = "") -> list[str]:
-    """All dotted leaf keys of a nested config."""
-    keys = []
-    for k in config.keys():
-        full = f"{prefix}{k}"
-        if _is_section(config[k]):
-            keys.extend(_leaf_keys(config[k], full + "."))
-        else:
-            keys.append(full)
-    return keys
-
-
-def lookup(config: Any, key: str, where: str = "sweep") -> Any:
-    """Returns config[a][b][c] for key 'a.b.c'; ValueError naming valid keys if absent."""
-    node, walked = config, []
-    for part in key.split("."):
-        if not _is_section(node) or part not in node.keys():
-            section = ".".join(walked)
-            prefix = section + "." if section else ""
-            valid = sorted(_leaf_keys(node, prefix)) if _is_section(node) else []
-            close = difflib.get_close_matches(key, _leaf_keys(config), n=3)
-            hint = f' Did you mean {", ".join(map(repr, close))}?' if close else ""
-            raise ValueError(f"Unknown config key {key!r} in {where}.{hint} Valid keys"
-                             f'{" under " + repr(section) if section else ""}: {", ".join(valid)}')
-        node = node[part]
-        walked.append(part)
-    if _is_section(node):
-        raise ValueError(f"Config key {key!r} in {where} is a section, not a field; valid keys: "
-                         f'{", ".join(sorted(_leaf_keys(node, key + ".")))}')
-    return node
-
-
-def _type_ok(value: Any, current: Any) -> bool:
-    """Whether `value` may override a field whose default is `current`."""
-    if current is None:
-        return isinstance(value, _SCALARS)
-    if isinstance(current, bool):
-        return isinstance(value, bool)
-    if isinstance(current, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(current, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(current, str):
-        return isinstance(value, str)
-    if isinstance(current, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, type(current))
-
-
-def _check_values(key: str, values: Sequence[Any], base_config: Any, where: str) -> None:
-    """Checks the key exists in the base config and every value has its type (and is a scorer)."""
-    if base_config is not None:
-        current = lookup(base_config, key, where)
-        for v in values:
-            if not _type_ok(v, current):
-                raise ValueError(f"{where}: value {v!r} for {key!r} has type {type(v).__name__}, but "
-                                 f"the base config field is {type(current).__name__} "
-                                 f"(default {current!r}).")
-    if key == "model.scorer":
-        names = scorer_names()
-        bad = [v for v in values if v not in names]
-        if bad:
-            raise ValueError(f"{where}: unknown scorer(s) {bad} for model.scorer; valid scorers: "
-                             f'{", ".join(names)}')
 
 
 def _check_structure(spec: Any) -> None:
@@ -272,41 +162,41 @@ def _check_structure(spec: Any) -> None:
         raise ValueError(f"seeds needs count >= 1 and base >= 0, got {dict(seeds)!r}.")
 
 
-def validate(spec: Any, base_config: Any = "load") -> dict[str, Any]:
-    """Validates a sweep spec; raises ValueError (naming the valid keys/values) if invalid.
+def validate(spec: Any, base_config: Any = None) -> dict[str, Any]:
+    """Validates a sweep spec; raises a one-line ValueError naming the fix if it is invalid.
+
+    Every axis value and fixed override must be a key of the base config with a value of its
+    type, and every trial's config (base + overrides) must pass `attn_jax.config.validate`.
 
     Args:
         spec: the plain-data spec (see module docstring).
-        base_config: the base ConfigDict to check keys and types against; 'load' (default) loads
-            spec['base_config'] from disk; None checks the structure and scorer names only.
+        base_config: the base ConfigDict; None (default) loads spec['base_config'].
 
     Returns:
         The spec as plain data.
     """
     spec = to_plain(spec)
     _check_structure(spec)
-    if isinstance(base_config, str) and base_config == "load":
-        base_config = load_base_config(spec["base_config"])
+    if base_config is None:
+        base_config = config_lib.load_config_file(spec["base_config"])
+    scratch = copy.deepcopy(base_config)
     for key, values in spec["axes"].items():
-        _check_values(key, values, base_config, "sweep axes")
+        for value in values:
+            config_lib.override(scratch, key, value, "sweep axes")
     for key, value in spec["fixed"].items():
-        _check_values(key, [value], base_config, "sweep fixed overrides")
-    seeds = spec["seeds"]
-    _check_values(SEED_KEY, [seeds["base"]], base_config, "sweep seeds")
-    _check_values(NUM_SEEDS_KEY, [seeds["count"]], base_config, "sweep seeds")
+        config_lib.override(scratch, key, value, "sweep fixed overrides")
+    for trial in expand(spec):
+        config = copy.deepcopy(base_config)
+        for key, value in trial.overrides.items():
+            config_lib.override(config, key, value, f"sweep trial {trial.name}")
+        try:
+            config_lib.validate(config)
+        except ValueError as e:
+            raise ValueError(f"sweep trial {trial.name}: {e}") from None
     return spec
 
 
 # --------------------------------------------------------------------------- expansion
-
-
-def format_value(value: Any) -> str:
-    """A value as written on the command line (parsed back by ml_collections config_flags)."""
-    if isinstance(value, list):
-        value = tuple(value)
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
 
 
 def _short_keys(keys: Sequence[str]) -> dict[str, str]:
@@ -411,7 +301,33 @@ def parse_value(text: str) -> Any:
 
 
 def load(sweep: Any, seeds_mode: str = "vmap",
-         base_config: Any = "load") -> tuple[dict[str, Any], list[Trial]]:
+         base_config: Any = None) -> tuple[dict[str, Any], list[Trial]]:
     """load_sweep + validate + expand: what every launcher does first."""
     spec = validate(load_sweep(sweep), base_config)
     return spec, expand(spec, seeds_mode)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launch.sweep", description=__doc__,
+                                     allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sweep", required=True,
+                        help="sweep definition file with get_sweep(), e.g. configs/sweeps/scorer_hidden.py")
+    parser.add_argument("--sweep_dir", default=None,
+                        help="directory of the trials' workdirs (default: runs/<sweep name>)")
+    parser.add_argument("--seeds_mode", choices=SEEDS_MODES, default="vmap")
+    parser.add_argument("--only", action="append", default=[],
+                        help="list only matching trials, e.g. 'scorer=dot' (repeatable)")
+    args = parser.parse_args(argv)
+    spec, trials = load(args.sweep, args.seeds_mode)
+    sweep_dir = args.sweep_dir or os.path.join("runs", spec["name"])
+    for t in select(trials, args.only):
+        print(f"{t.index}\t{t.name}\t{shlex.join(command(t, sweep_dir))}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ValueError as e:  # An invalid sweep: a clear message, nothing has run.
+        sys.exit(f"error: {e}")

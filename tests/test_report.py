@@ -1,0 +1,179 @@
+"""Tests for attn_jax.report (the offline sweep report) on a small fake sweep folder laid out as
+train.py writes runs."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import attn_jax
+from attn_jax import attention, report
+from attn_jax.metrics import LENGTH_BUCKETS
+from attn_jax.synthetic import RUNNING_EXAMPLE
+
+SCORERS = ("none", "additive", "dot")
+HIDDEN_SIZES = (32, 64)
+SEEDS = (0, 1)
+SRC = ["mai", "ghar", "ja", "raha", "hoon"]
+TGT = ["i", "am", "going", "home"]
+FIGURES = ("bleu_vs_hidden", "bleu_by_length", "aer", "running_example", "learning_curves")
+
+
+def _test_metrics(scorer: str, hidden: int, seed: int) -> dict:
+    """Per-seed test metrics. additive/64 is the hand-checked cell:
+    BLEU 10, 12 -> 11.00 ± 1.41 (sample std = 2/sqrt(2)); AER 0.2, 0.3 -> 0.250 ± 0.071;
+    perplexity 3, 5 -> 4.00 ± 1.41."""
+    if (scorer, hidden) == ("additive", 64):
+        bleu, aer, ppl = (10.0, 0.2, 3.0) if seed == 0 else (12.0, 0.3, 5.0)
+    else:
+        base = {"none": 5.0, "additive": 8.0, "dot": 7.0}[scorer] + hidden / 32
+        bleu, aer, ppl = base + seed, 0.4 - 0.05 * seed, 6.0 - seed
+    by_length = {b: max(bleu - 2.0 * i * (scorer == "none"), 0.0) for i, b in enumerate(LENGTH_BUCKETS)}
+    by_length["41+"] = None if hidden == 32 else by_length["41+"]  # an empty bucket
+    return {"bleu": bleu, "exact_match": 0.1, "aer": None if scorer == "none" else aer,
+            "perplexity": ppl, "bleu_by_length": by_length}
+
+
+def _attention(seed: int) -> list[list[float]]:
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(len(TGT) + 1, len(SRC))) + 3 * np.eye(len(TGT) + 1, len(SRC))
+    att = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)  # [T+1 (EOS), S]
+    return att.tolist()
+
+
+def _write_trial(root: Path, scorer: str, hidden: int, finished: bool = True) -> Path:
+    trial = root / f"{scorer}_h{hidden}"
+    (trial / "attention").mkdir(parents=True)
+    config = {"model": {"scorer": scorer, "hidden_size": hidden},
+              "train": {"seed": 0, "num_seeds": len(SEEDS), "num_steps": 200}}
+    (trial / "config.json").write_text(json.dumps(config))
+    rows = []
+    for step in (100, 200):
+        for seed in SEEDS:
+            rows.append({"step": step, "split": "train", "seed": seed, "loss": 1.0, "perplexity": 2.7})
+            m = _test_metrics(scorer, hidden, seed)
+            rows.append({"step": step, "split": "valid", "seed": seed, **m, "bleu": m["bleu"] * step / 200})
+    (trial / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    if not finished:
+        return trial
+    seeds = [{"seed": s, "test": _test_metrics(scorer, hidden, s), "valid": _test_metrics(scorer, hidden, s)}
+             for s in SEEDS]
+    results = {"scorer": scorer, "hidden_size": hidden, "wall_seconds": 1.0,
+               "test": seeds[0]["test"], "valid": seeds[0]["valid"], "seeds": seeds}
+    (trial / "results.json").write_text(json.dumps(results))
+    for s in SEEDS:
+        att = None if scorer == "none" else _attention(s)
+        (trial / "attention" / f"running_example_seed{s}.json").write_text(
+            json.dumps({"src": SRC, "tgt": TGT, "attention": att, "scorer": scorer}))
+    return trial
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sweep")
+    for scorer in SCORERS:
+        for hidden in HIDDEN_SIZES:
+            _write_trial(root, scorer, hidden)
+    _write_trial(root, "dot", 128, finished=False)  # crashed: no results.json
+    return root
+
+
+@pytest.fixture(scope="module")
+def written(sweep) -> list[Path]:
+    return report.make_all(sweep)
+
+
+def test_load_sweep_skips_unfinished(sweep):
+    trials = report.load_sweep(sweep)
+    assert len(trials) == len(SCORERS) * len(HIDDEN_SIZES)
+    assert [t.scorer for t in trials[::2]] == list(SCORERS)  # fixed scorer order
+    assert {t.hidden_size for t in trials} == set(HIDDEN_SIZES)  # the unfinished h128 is skipped
+    assert report.unfinished_trials(sweep) == [sweep / "dot_h128"]
+    assert len(trials[0].metrics) == 8 and len(trials[0].seed_entries()) == 2
+
+
+def test_every_figure_as_png_and_pdf(sweep, written):
+    out = sweep / "plots"
+    for stem in FIGURES:
+        for ext in ("png", "pdf"):
+            path = out / f"{stem}.{ext}"
+            assert path in written
+            assert path.stat().st_size > 1000, path
+    assert (out / "tables.md") in written and (out / "tables.tex") in written
+    png_magic = (out / "aer.png").read_bytes()[:8]
+    assert png_magic == b"\x89PNG\r\n\x1a\n"
+    assert (out / "aer.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_tables_hold_mean_std(sweep, written):
+    md = (sweep / "plots" / "tables.md").read_text()
+    # additive, hidden 64: BLEU (10, 12) -> 11.00 ± 1.41; AER (0.2, 0.3) -> 0.250 ± 0.071;
+    # perplexity (3, 5) -> 4.00 ± 1.41  (sample std: |a - b| / sqrt(2)).
+    assert "| additive | 64 | 2 | 11.00 ± 1.41 | 0.250 ± 0.071 | 4.00 ± 1.41 |" in md
+    # none has no AER: shown as a dash.
+    assert "| none | 32 | 2 | 6.50 ± 0.71 | — | 5.50 ± 0.71 |" in md
+    assert "dot_h128" in md  # the skipped trial is reported
+    assert md.index("| none |") < md.index("| additive |") < md.index("| dot |")
+    tex = (sweep / "plots" / "tables.tex").read_text()
+    assert r"additive & 64 & 2 & 11.00 $\pm$ 1.41 & 0.250 $\pm$ 0.071 & 4.00 $\pm$ 1.41 \\" in tex
+    assert r"\toprule" in tex and r"\end{tabular}" in tex
+    assert r"\caption{Test split; mean $\pm$ std" in tex and "textbackslash" not in tex
+
+
+def test_hidden_size_selection(sweep):
+    trials = report.load_sweep(sweep)
+    assert report.select_hidden_size(trials) == 64
+    assert report.select_hidden_size(trials, 32) == 32
+    with pytest.raises(ValueError, match="present"):
+        report.select_hidden_size(trials, 128)
+
+
+def test_empty_sweep_raises(tmp_path):
+    with pytest.raises(ValueError, match="no finished trial"):
+        report.make_all(tmp_path)
+
+
+def test_learning_curve_mean_and_std(sweep):
+    trials = [t for t in report.load_sweep(sweep) if (t.scorer, t.hidden_size) == ("additive", 64)]
+    steps, mean, std = report.learning_curve(trials)
+    # valid BLEU = test BLEU * step / 200: step 100 -> (5, 6), step 200 -> (10, 12)
+    np.testing.assert_array_equal(steps, [100, 200])
+    np.testing.assert_allclose(mean, [5.5, 11.0])
+    np.testing.assert_allclose(std, [np.sqrt(0.5), np.sqrt(2.0)])
+
+
+def test_running_example_file_picks_first_seed(sweep):
+    trial = report.load_trial(sweep / "additive_h64")
+    assert report.running_example_file(trial).name == "running_example_seed0.json"
+
+
+def test_scorer_colors_fixed():
+    assert set(report.SCORER_COLORS) == set(attention.SCORER_NAMES)
+    assert len(set(report.SCORER_COLORS.values())) == len(report.SCORER_COLORS)
+    assert report.scorer_color("brand_new") == report.scorer_color("brand_new")
+
+
+def test_command_line_writes_the_report_at_a_chosen_hidden_size(sweep, tmp_path):
+    out = tmp_path / "h32"
+    command = [sys.executable, "-m", "attn_jax.report", f"--sweep_dir={sweep}", f"--out_dir={out}",
+               "--hidden_size=32"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"skipped (no results.json): {sweep / 'dot_h128'}" in run.stdout
+    written = run.stdout.splitlines()
+    assert str(out / "running_example.png") in written and str(out / "tables.md") in written
+    assert (out / "running_example.png").stat().st_size > 1000
+
+
+def test_running_example_defined_once():
+    """The running example's text lives in attn_jax.synthetic.RUNNING_EXAMPLE only."""
+    text = re.escape(RUNNING_EXAMPLE.src)
+    literal = re.compile(rf"""["']{text}["']""")
+    package = Path(attn_jax.__file__).parent
+    copies = [p.name for p in sorted(package.glob("*.py"))
+              if p.name != "synthetic.py" and literal.search(p.read_text(encoding="utf-8"))]
+    assert not copies, copies
