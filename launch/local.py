@@ -42,16 +42,8 @@ STOP_GRACE_SECONDS = 30.0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m launch.local", description=__doc__,
-                                     allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sweep", required=True,
-                        help="sweep definition file with get_sweep(), e.g. configs/sweeps/scorer_hidden.py")
-    parser.add_argument("--sweep_dir", default=None,
-                        help="directory holding one workdir per trial (default: runs/<sweep name>)")
+    parser = sweep.argument_parser("python -m launch.local", __doc__)
     parser.add_argument("--parallel", type=int, default=1, help="trials run at once")
-    parser.add_argument("--seeds_mode", choices=sweep.SEEDS_MODES, default="vmap",
-                        help="vmap: all seeds of a grid point in one process; trials: one trial per seed")
     parser.add_argument("--only", action="append", default=[],
                         help="run only matching trials, e.g. 'scorer=dot' or 'scorer=dot,hidden_size=64' "
                              "(repeatable; a trial matching any filter runs)")
@@ -289,7 +281,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ValueError as e:  # An invalid sweep: a clear message, nothing has run.
-        sys.exit(f"error: {e}")
+    sweep.run_cli(main)

@@ -87,13 +87,7 @@ def script(spec: dict, trials: Sequence[sweep.Trial], sweep_dir: str, sweep_path
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m launch.slurm", description=__doc__,
-                                     allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sweep", required=True, help="sweep definition file with get_sweep()")
-    parser.add_argument("--sweep_dir", default=None,
-                        help="directory holding one workdir per trial (default: runs/<name>)")
-    parser.add_argument("--seeds_mode", choices=sweep.SEEDS_MODES, default="vmap")
+    parser = sweep.argument_parser("python -m launch.slurm", __doc__)
     parser.add_argument("--out", default=None,
                         help="sbatch file to write (default: SWEEP_DIR/<name>.sbatch)")
     parser.add_argument("--dry_run", action="store_true",
@@ -136,7 +130,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ValueError as e:  # An invalid sweep: a clear message, nothing has run.
-        sys.exit(f"error: {e}")
+    sweep.run_cli(main)

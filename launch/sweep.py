@@ -307,15 +307,32 @@ def load(sweep: Any, seeds_mode: str = "vmap",
     return spec, expand(spec, seeds_mode)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launch.sweep", description=__doc__,
-                                     allow_abbrev=False,
+def argument_parser(prog: str, doc: str | None,
+                    default_dir: str = "runs/<sweep name>") -> argparse.ArgumentParser:
+    """A launcher's parser with the options every launcher shares (--sweep, --sweep_dir,
+    --seeds_mode); each launcher adds its own."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sweep", required=True,
-                        help="sweep definition file with get_sweep(), e.g. configs/sweeps/scorer_hidden.py")
+    parser.add_argument("--sweep", required=True, help="sweep definition file with get_sweep(), "
+                        "e.g. configs/sweeps/scorer_hidden.py")
     parser.add_argument("--sweep_dir", default=None,
-                        help="directory of the trials' workdirs (default: runs/<sweep name>)")
-    parser.add_argument("--seeds_mode", choices=SEEDS_MODES, default="vmap")
+                        help=f"directory holding one workdir per trial (default: {default_dir})")
+    parser.add_argument("--seeds_mode", choices=SEEDS_MODES, default="vmap",
+                        help="vmap: all seeds of a grid point in one process; trials: one trial "
+                        "per seed")
+    return parser
+
+
+def run_cli(main) -> None:
+    """Runs a launcher's main(); an invalid sweep ends in one line, before anything has run."""
+    try:
+        sys.exit(main())
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argument_parser("python -m launch.sweep", __doc__)
     parser.add_argument("--only", action="append", default=[],
                         help="list only matching trials, e.g. 'scorer=dot' (repeatable)")
     args = parser.parse_args(argv)
@@ -327,7 +344,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ValueError as e:  # An invalid sweep: a clear message, nothing has run.
-        sys.exit(f"error: {e}")
+    run_cli(main)

@@ -167,13 +167,8 @@ def trial_for_args(spec: Mapping[str, Any], args: Sequence[str],
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="python -m launch.wandb_sweep", description=__doc__,
-                                     allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sweep", required=True, help="sweep definition file with get_sweep()")
-    parser.add_argument("--sweep_dir", default=None,
-                        help="directory holding one workdir per trial (default: runs/wandb/<name>)")
-    parser.add_argument("--seeds_mode", choices=sweep.SEEDS_MODES, default="vmap")
+    parser = sweep.argument_parser("python -m launch.wandb_sweep", __doc__,
+                                   default_dir="runs/wandb/<sweep name>")
     parser.add_argument("--out", default=None, help="YAML file to write (default: print it)")
     parser.add_argument("--project", default=None, help="W&B project written into the YAML")
     parser.add_argument("--wandb_mode", default="online",
@@ -230,7 +225,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ValueError as e:  # An invalid sweep: a clear message, nothing has run.
-        sys.exit(f"error: {e}")
+    sweep.run_cli(main)
