@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl import flags
+from absl import logging as absl_logging
 
 from attn_jax import benchmark, models
 
@@ -29,11 +30,13 @@ def _write_workload(folder, n=12):
 def _run_main(argv):
     # Not flagsaver: it would also drop flags that modules imported during the run define (TFDS
     # loads grain lazily), breaking later tests; resetting the values is enough here.
+    level = absl_logging.get_absl_logger().level  # Parsing --verbosity changes it.
     try:
         flags.FLAGS(["benchmark"] + argv)
         benchmark.main(["benchmark"])
     finally:
         flags.FLAGS.unparse_flags()
+        absl_logging.get_absl_logger().setLevel(level)
 
 
 def test_workload_batches_follow_the_reference_layout(tmp_path):

@@ -188,7 +188,7 @@ def test_builders_do_not_warn_about_their_own_configs(tmp_path, monkeypatch, cap
     install_fake_synthetic(monkeypatch)
     absl_logger = absl_logging.get_absl_logger()
     filters = list(absl_logger.filters)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO), caplog.at_level(logging.INFO, logger="absl"):
         sources.read_raw_splits(make_cfg(tmp_path))
         sources.Multi30k(config=sources.Multi30kConfig.make("de", "en"), data_dir=str(tmp_path))
         assert "prepared" in caplog.text  # our own messages still get through

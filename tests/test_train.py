@@ -351,7 +351,7 @@ def test_heatmaps_and_running_example_use_the_metrics_decoder(tmp_path, tfds_dir
 
     monkeypatch.setattr(steps, "make_beam_step", make_beam_step)
     workdir = str(tmp_path / "beam")
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO), caplog.at_level(logging.INFO, logger="absl"):
         results = train.train_and_evaluate(
             tiny_config(tfds_dir, **{"eval.beam_size": 2, "train.num_steps": 3}), workdir)
     example = json.load(open(os.path.join(workdir, "attention", "running_example_seed0.json")))
