@@ -11,8 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from attn_jax import attention, models, rows, steps
-from attn_jax import loss as loss_lib
+from attn_jax import attention, benchmark, models, rows, steps
 
 FLOWS = [("bahdanau", True), ("luong", True), ("luong", False)]
 
@@ -50,21 +49,7 @@ def _targets(tgt_in):
 
 def _reference_loss(model, params, src, tgt_in, tgt_out, smoothing=0.1):
     """decode_step scanned (nn.scan), full logits, cross-entropy: plain autodiff throughout."""
-    def run(mdl, src, tgt_in):
-        memory, carry = mdl.encode(src)
-
-        def step(mdl, carry, ids):
-            carry, logits, _ = mdl.decode_step(carry, ids, memory)
-            return carry, logits
-
-        scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False},
-                       in_axes=1, out_axes=1)
-        return scan(mdl, carry, tgt_in)[1]
-
-    logits = model.apply({"params": params}, src, tgt_in, method=run)
-    loss, _ = loss_lib.cross_entropy(logits, tgt_out, (tgt_out != models.PAD).astype(jnp.float32),
-                                     smoothing)
-    return loss.sum()
+    return benchmark._reference_loss(model, params, src, tgt_in, tgt_out, smoothing)  # noqa: SLF001
 
 
 @pytest.mark.parametrize("scorer, flow, feed, cell", [
