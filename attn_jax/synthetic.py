@@ -89,6 +89,10 @@ max 60 (target max ~70); buckets 1-10 / 11-20 / 21-30 / 31-40 / 41+ hold 35% / 3
 stratified, an equal share per length bucket, so long-sentence BLEU is measured on hundreds of
 sentences. Splits are disjoint by source sentence (test drawn first, then valid, then train;
 duplicates within a split are dropped too). Generation takes a few seconds of CPU.
+
+The running example is held out: no pair whose source is "mai ghar ja raha hoon" is in train or
+valid; it is example 0 of the test split (one of the 1-10 bucket's share). Longer sentences
+that contain it as one of their clauses are ordinary sentences and may be in any split.
 """
 
 from __future__ import annotations
@@ -888,15 +892,21 @@ def sample_example(rng: random.Random, n_clauses: int | None = None) -> Example:
             return to_example(seg)
 
 
-def _fill(rng: random.Random, size: int, seen: set[str], stratified: bool) -> list[Example]:
-    """`size` new examples whose sources are not in `seen` (which is updated).
+def _fill(rng: random.Random, size: int, seen: set[str], stratified: bool,
+          given: Sequence[Example] = ()) -> list[Example]:
+    """`given` followed by `size - len(given)` new examples whose sources are not in `seen`
+    (which is updated).
 
-    stratified: an equal quota per length bucket; each draw targets a bucket with quota left
-    through the number of clauses (BUCKET_CLAUSES) and is kept if its bucket has room.
+    stratified: an equal quota per length bucket (the `given` examples count against theirs);
+    each draw targets a bucket with quota left through the number of clauses (BUCKET_CLAUSES)
+    and is kept if its bucket has room.
     """
     quota = {b: size // len(LENGTH_BUCKETS) + (i < size % len(LENGTH_BUCKETS))
              for i, b in enumerate(LENGTH_BUCKETS)}
-    out: list[Example] = []
+    out: list[Example] = list(given)
+    if stratified:
+        for ex in given:
+            quota[length_bucket(len(ex.src.split()))] -= 1
     for _ in range(100 * size + 1000):
         if len(out) == size:
             return out
@@ -921,10 +931,15 @@ def generate_splits(sizes: Mapping[str, int], seed: int) -> dict[str, list[Examp
     """Splits 'train', 'valid', 'test', deterministic in (sizes, seed), disjoint by source.
 
     test: stratified, equal share per length bucket; valid, train: the train distribution.
+    The running example is held out: no split draws its source, and a non-empty test split
+    holds it as example 0 (counted in the 1-10 bucket's share). Splits are drawn test first,
+    then valid, then train, so a split depends only on its own and the earlier splits' sizes.
     """
-    seen: set[str] = set()
+    seen: set[str] = {RUNNING_EXAMPLE.src}
     out = {}
     for split in ("test", "valid", "train"):
         rng = random.Random(f"attn_jax.synthetic/{seed}/{split}")
-        out[split] = _fill(rng, sizes.get(split, 0), seen, stratified=split == "test")
+        size = sizes.get(split, 0)
+        given = [RUNNING_EXAMPLE] if split == "test" and size > 0 else []
+        out[split] = _fill(rng, size, seen, stratified=split == "test", given=given)
     return {k: out[k] for k in ("train", "valid", "test")}

@@ -1,4 +1,5 @@
-"""Tests for the synthetic Hindi->English grammar (attn_jax/synthetic.py). About 5 s on CPU."""
+"""Tests for the synthetic Hindi->English grammar (attn_jax/synthetic.py): determinism, splits
+(the running example held out), links and their conventions."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from attn_jax import synthetic
 from attn_jax.synthetic import LENGTH_BUCKETS, NOUN, NP, RUNNING_EXAMPLE, Example, length_bucket
 
 # sha256 of "src\ttgt\n" for the first 200 test pairs of generate_splits(SIZES, seed=0): the texts
-# must not change when only the alignment conventions change.
-TEST_TEXT_SHA256 = "1c51e4e1bc7304f917b62381ace626e1c69d339fa5f4df27d0509d6200dfca6c"
+# must not change when only the alignment conventions change. (Changed once on purpose: the
+# running example became held-out test example 0.)
+TEST_TEXT_SHA256 = "335b7882fd221190c153dfe548a85b0795a58bea683ff0aeb981e51a827d6376"
 
 SIZES = {"train": 20000, "valid": 500, "test": 1000}
 
@@ -71,6 +73,26 @@ def test_running_example():
     assert (ex.src, ex.tgt) == ("mai ghar ja raha hoon", "i am going home")
     gold = ((0, 0), (1, 3), (2, 2), (3, 2), (4, 1))  # i-mai home-ghar going-ja going-raha am-hoon
     assert ex.sure == gold and ex.possible == gold
+
+
+def test_running_example_is_held_out(splits):
+    """With the default config's generator (its data.seed; smaller sizes, the same logic), the
+    running example's source is in no train or valid pair: it is test example 0. At these sizes
+    the train stream draws it (at about 7,700) and would keep it without the rule."""
+    from configs import default
+    seed = default.get_config().data.seed
+    assert seed == 0  # The fixture's seed.
+    for split in ("train", "valid"):
+        assert RUNNING_EXAMPLE.src not in {ex.src for ex in splits[split]}, split
+    assert splits["test"][0] == RUNNING_EXAMPLE
+    assert [ex.src for ex in splits["test"]].count(RUNNING_EXAMPLE.src) == 1
+    rng = random.Random(f"attn_jax.synthetic/{seed}/train")  # The train split's own stream.
+    assert any(synthetic.sample_example(rng).src == RUNNING_EXAMPLE.src for _ in range(8000))
+    # Small splits: the held-out example takes one place of the 1-10 bucket's test share.
+    small = synthetic.generate_splits({"train": 0, "valid": 0, "test": 10}, seed)
+    assert small["test"][0] == RUNNING_EXAMPLE and len(small["test"]) == 10
+    assert [length_bucket(len(ex.src.split())) for ex in small["test"]].count("1-10") == 2
+    assert synthetic.generate_splits({"train": 5, "valid": 0, "test": 0}, seed)["test"] == []
 
 
 def test_sampler_produces_running_example():
