@@ -13,17 +13,32 @@ code is 1 if any trial failed. SIGINT (Ctrl-C) or SIGTERM stops the launcher cle
 terminates its running trials (killing any still alive after a grace period), waits for them,
 marks them stopped and exits with 128 + the signal number, so no trial is left running on its
 own. --dry_run validates the sweep and prints the exact commands, and writes nothing. Children
-inherit the environment, with WANDB_MODE=offline unless it is set.
+inherit the environment (W&B: see attn_jax/tracking.py for how its mode is chosen).
+
+Devices: the launcher runs up to --parallel trials in slots 0..P-1; a trial takes a free slot.
+- GPUs (`--gpus=0,1`, or `auto`: CUDA_VISIBLE_DEVICES if set, else `nvidia-smi -L`; `none`:
+  ignore GPUs): slot s sees one GPU, CUDA_VISIBLE_DEVICES=gpus[s % G]. When trials share a GPU
+  (P > G) each gets XLA_PYTHON_CLIENT_PREALLOCATE=false (else the first process takes 75% of
+  the GPU's memory), unless that variable is set.
+- CPU trials in parallel (no GPU; --pin_cpus, the default): slot s is pinned to its own equal
+  share of the launcher's CPUs (sched_setaffinity, inherited by the trial) and gets
+  OMP_NUM_THREADS/OPENBLAS_NUM_THREADS/MKL_NUM_THREADS = that share, unless set. XLA's CPU
+  thread pool is sized by the CPUs a process may run on; in jax 0.10 the XLA flags
+  `--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1` do not limit it, affinity
+  does. status.json records each trial's `gpu` or `cpus`.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import datetime
 import json
 import os
+import queue
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,10 +66,83 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--python", default=sys.executable, help="interpreter for the trials")
     parser.add_argument("--module", default=sweep.TRAIN_MODULE,
                         help="module each trial runs with -m (tests point this at a fake trainer)")
+    parser.add_argument("--gpus", default="auto",
+                        help="GPU ids to spread trials over, e.g. '0,1' (one per running trial, "
+                             "round robin); 'auto': CUDA_VISIBLE_DEVICES or nvidia-smi; 'none'")
+    parser.add_argument("--pin_cpus", action=argparse.BooleanOptionalAction, default=True,
+                        help="CPU trials run in parallel: give each its own share of the CPUs")
     args = parser.parse_args(argv)
     if args.parallel < 1:
         parser.error("--parallel must be >= 1")
     return args
+
+
+# Thread-count variables a CPU trial gets (unless set): numpy/BLAS pools inside a trial.
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def detect_gpus(spec: str, environ: dict[str, str] | None = None) -> list[str]:
+    """The GPU ids trials are spread over: '0,1' as given; 'none' -> []; 'auto' ->
+    CUDA_VISIBLE_DEVICES when set (its entries, ids or UUIDs), else one per `nvidia-smi -L` line."""
+    environ = os.environ if environ is None else environ
+    if spec == "none":
+        return []
+    if spec != "auto":
+        ids = [g.strip() for g in spec.split(",") if g.strip()]
+        if not ids:
+            raise ValueError(f"--gpus={spec!r}: give GPU ids like '0,1', 'auto' or 'none'.")
+        return ids
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        return [g.strip() for g in environ["CUDA_VISIBLE_DEVICES"].split(",")
+                if g.strip() and g.strip() != "-1"]
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    lines = [line for line in out.stdout.splitlines() if line.startswith("GPU ")]
+    return [str(i) for i in range(len(lines))] if out.returncode == 0 else []
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """What a trial in one slot gets: environment variables (set unless `defaults`, which the
+    launcher's own environment may already hold) and the CPUs it is pinned to (None: all)."""
+
+    env: dict[str, str]
+    defaults: dict[str, str]
+    cpus: tuple[int, ...] | None = None
+
+    def environment(self, base: dict[str, str]) -> dict[str, str]:
+        return {**self.defaults, **base, **self.env}
+
+    def describe(self) -> dict[str, Any]:
+        if "CUDA_VISIBLE_DEVICES" in self.env:
+            return {"gpu": self.env["CUDA_VISIBLE_DEVICES"]}
+        return {"cpus": list(self.cpus)} if self.cpus is not None else {}
+
+
+def placements(parallel: int, gpus: list[str], cpus: list[int],
+               pin_cpus: bool = True) -> list[Placement]:
+    """One Placement per slot 0..parallel-1 (see the module docstring)."""
+    out = []
+    for slot in range(parallel):
+        if gpus:
+            shared = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if parallel > len(gpus) else {}
+            out.append(Placement({"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]}, shared))
+        elif pin_cpus and parallel > 1 and cpus:
+            share = len(cpus) // parallel
+            mine = (tuple(cpus[slot * share:(slot + 1) * share]) if share else
+                    (cpus[slot % len(cpus)],))  # More trials than CPUs: they share, one each.
+            out.append(Placement({}, {v: str(len(mine)) for v in THREAD_VARS}, mine))
+        else:
+            out.append(Placement({}, {}))
+    return out
+
+
+def available_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 
 def is_finished(workdir: str) -> bool:
@@ -113,17 +201,12 @@ def _raise_stopped(signum: int, frame: Any) -> None:
     raise _Stopped(signum)
 
 
-def child_env() -> dict[str, str]:
-    """The launcher's environment, with W&B offline unless WANDB_MODE is already set."""
-    env = dict(os.environ)
-    env.setdefault("WANDB_MODE", "offline")
-    return env
-
-
 class Runner:
-    """Runs trials as subprocesses and records their state in the status file."""
+    """Runs trials as subprocesses and records their state in the status file; a trial runs
+    in a free slot, whose Placement gives its devices."""
 
-    def __init__(self, sweep_dir: str, status: StatusFile, python: str, module: str):
+    def __init__(self, sweep_dir: str, status: StatusFile, python: str, module: str,
+                 slots: Sequence[Placement] = (Placement({}, {}),)):
         self.sweep_dir = sweep_dir
         self.status = status
         self.python = python
@@ -131,9 +214,20 @@ class Runner:
         self.stopping = threading.Event()
         self._procs: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
+        self._slots = list(slots)
+        self._free: queue.Queue[int] = queue.Queue()
+        for i in range(len(self._slots)):
+            self._free.put(i)
 
     def run_trial(self, trial: sweep.Trial) -> str:
-        """Runs one trial to completion; returns its final status."""
+        """Runs one trial to completion in a free slot; returns its final status."""
+        slot = self._free.get()
+        try:
+            return self._run_in(trial, self._slots[slot])
+        finally:
+            self._free.put(slot)
+
+    def _run_in(self, trial: sweep.Trial, place: Placement) -> str:
         if self.stopping.is_set():
             return "pending"
         wd = sweep.workdir(trial, self.sweep_dir)
@@ -142,12 +236,14 @@ class Runner:
         attempts = self.status.get(trial.name).get("attempts", 0) + 1
         start = time.time()
         self.status.update(trial.name, status="running", returncode=None, attempts=attempts,
-                           started=_now(), ended=None, wall_seconds=None, error=None)
+                           started=_now(), ended=None, wall_seconds=None, error=None,
+                           **{"gpu": None, "cpus": None, **place.describe()})
         with open(os.path.join(wd, LOG_FILE), "a") as log:
-            log.write(f"\n=== {_now()} attempt {attempts}: {shlex.join(argv)}\n")
+            where = "".join(f" {k}={v}" for k, v in place.describe().items())
+            log.write(f"\n=== {_now()} attempt {attempts}{where}: {shlex.join(argv)}\n")
             log.flush()
             try:
-                proc = self._start(argv, log)
+                proc = self._start(argv, log, place)
             except OSError as e:  # E.g. a missing interpreter: this trial fails, the rest go on.
                 log.write(f"could not start: {e}\n")
                 self.status.update(trial.name, status="failed", returncode=None, ended=_now(),
@@ -172,12 +268,21 @@ class Runner:
         self.status.update(trial.name, status=state, **fields)
         return state
 
-    def _start(self, argv: list[str], log) -> subprocess.Popen | None:
-        """Starts a trial's process, unless the runner is stopping (then None)."""
+    def _start(self, argv: list[str], log, place: Placement) -> subprocess.Popen | None:
+        """Starts a trial's process, unless the runner is stopping (then None). A pinned trial
+        inherits this thread's CPU affinity (Linux: per thread), set just for the start."""
         with self._lock:  # stop() sees every process started before it.
             if self.stopping.is_set():
                 return None
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env())
+            before = os.sched_getaffinity(0) if place.cpus is not None else None
+            try:
+                if place.cpus is not None:
+                    os.sched_setaffinity(0, place.cpus)
+                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                        env=place.environment(dict(os.environ)))
+            finally:
+                if before is not None:
+                    os.sched_setaffinity(0, before)
             self._procs.add(proc)
             return proc
 
@@ -237,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         dry_run(trials, sweep_dir, args.python, args.module)
         return 0
 
+    gpus = detect_gpus(args.gpus)
+    slots = placements(args.parallel, gpus, available_cpus(), args.pin_cpus)
     os.makedirs(sweep_dir, exist_ok=True)
     status = StatusFile(os.path.join(sweep_dir, STATUS_FILE), spec["name"])
     skipped, todo = set(), []
@@ -251,7 +358,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"sweep {spec['name']}: {len(trials)} trials, {len(skipped)} already finished, "
           f"running {len(todo)} with --parallel={args.parallel} in {sweep_dir}", flush=True)
 
-    runner = Runner(sweep_dir, status, args.python, args.module)
+    if gpus:
+        print(f"GPUs {','.join(gpus)}: one per running trial"
+              + (" (shared: XLA_PYTHON_CLIENT_PREALLOCATE=false)" if args.parallel > len(gpus)
+                 else ""), flush=True)
+    elif slots[0].cpus is not None:
+        print("CPU trials pinned to " + ", ".join(
+            f"CPUs {','.join(map(str, p.cpus))}" for p in slots), flush=True)
+    runner = Runner(sweep_dir, status, args.python, args.module, slots)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel)
     previous = {s: signal.signal(s, _raise_stopped) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

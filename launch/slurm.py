@@ -11,6 +11,14 @@ workdirs as the local and W&B launchers) from the submit directory, logging to
 SWEEP_DIR/slurm/<job>_<array job id>_<i>.out. An index whose WORKDIR/results.json exists exits
 at once, so resubmitting the same script resumes the unfinished trials (from their checkpoints).
 --dry_run prints the script and, for each index, the command it runs, and writes nothing.
+
+Surviving time limits and preemption: the script asks for `--requeue`, `--open-mode=append`
+(a requeued task appends to its log) and `--signal=B:USR1@<--signal_seconds>` (SLURM signals
+the batch shell that long before the time limit). The shell runs training in the background and
+`wait`s for it; a SIGUSR1 or SIGTERM it receives is forwarded to training, which saves a
+checkpoint, waits for it and exits with 143 (REQUEUE_EXIT_CODE). On 143 the task requeues itself
+(`scontrol requeue $SLURM_JOB_ID`) and the rerun resumes from that checkpoint; any other exit
+code is the task's own.
 """
 
 from __future__ import annotations
@@ -24,16 +32,32 @@ from collections.abc import Sequence
 from launch import sweep
 
 LOG_SUBDIR = "slurm"
+# Training's exit code after a SIGTERM/SIGUSR1 checkpoint (attn_jax.train): "requeue me".
+REQUEUE_EXIT_CODE = 143
+# Default seconds before the time limit at which SLURM sends SIGUSR1 to the batch shell:
+# room for an evaluation-free checkpoint of the largest runs and the requeue.
+SIGNAL_SECONDS = 300
 
 
 def sbatch_header(job_name: str, num_tasks: int, log_dir: str, *, partition: str | None = None,
                   account: str | None = None, time: str | None = None,
                   cpus_per_task: int | None = None, mem: str | None = None,
-                  gres: str | None = None, max_parallel: int | None = None) -> list[str]:
-    """#SBATCH lines; options left as None are not written (the cluster's defaults apply)."""
+                  gres: str | None = None, max_parallel: int | None = None,
+                  signal_seconds: int = SIGNAL_SECONDS, requeue: bool = True) -> list[str]:
+    """#SBATCH lines; options left as None are not written (the cluster's defaults apply).
+
+    signal_seconds: SIGUSR1 to the batch shell this long before the time limit (0: none).
+    requeue: `--requeue` (SLURM may requeue the task on preemption or node failure, and the
+        script requeues it after a checkpoint-and-exit) instead of `--no-requeue`.
+    """
+    if signal_seconds < 0:
+        raise ValueError(f"--signal_seconds must be >= 0, got {signal_seconds}.")
     array = f"0-{num_tasks - 1}" + (f"%{max_parallel}" if max_parallel else "")
     lines = [f"#SBATCH --job-name={job_name}", f"#SBATCH --array={array}",
-             f"#SBATCH --output={log_dir}/%x_%A_%a.out"]
+             f"#SBATCH --output={log_dir}/%x_%A_%a.out", "#SBATCH --open-mode=append",
+             "#SBATCH --requeue" if requeue else "#SBATCH --no-requeue"]
+    if signal_seconds:
+        lines.append(f"#SBATCH --signal=B:USR1@{signal_seconds}")
     options = {"partition": partition, "account": account, "time": time,
                "cpus-per-task": cpus_per_task, "mem": mem, "gres": gres}
     lines += [f"#SBATCH --{k}={v}" for k, v in options.items() if v is not None]
@@ -62,6 +86,7 @@ def script(spec: dict, trials: Sequence[sweep.Trial], sweep_dir: str, sweep_path
     if [t.index for t in trials] != list(range(len(trials))):
         raise ValueError("SLURM array indices must be the full expansion 0..N-1.")
     log_dir = os.path.join(sweep_dir, LOG_SUBDIR)
+    requeue = sbatch_options.get("requeue", True)
     lines = ["#!/bin/bash"]
     lines += sbatch_header(spec["name"], len(trials), log_dir, **sbatch_options)
     lines += ["",
@@ -79,11 +104,54 @@ def script(spec: dict, trials: Sequence[sweep.Trial], sweep_dir: str, sweep_path
               "  exit 0",
               "fi",
               'mkdir -p "${WORKDIR}"',
-              'echo "trial ${SLURM_ARRAY_TASK_ID}: ${TRIAL} on $(hostname) at $(date)"',
+              'echo "trial ${SLURM_ARRAY_TASK_ID}: ${TRIAL} on $(hostname) at $(date)'
+              ' (restart ${SLURM_RESTART_COUNT:-0})"',
               'printf "%q " "${CMD[@]}"; echo',
-              'exec "${CMD[@]}"',
               ""]
+    lines += run_block(requeue)
     return "\n".join(lines)
+
+
+def run_block(requeue: bool = True) -> list[str]:
+    """Runs "${CMD[@]}" in the background, forwards SIGUSR1/SIGTERM to it, waits for it, and on
+    REQUEUE_EXIT_CODE (a checkpoint was saved) requeues the task."""
+    lines = [
+        "# SLURM signals this shell (--signal=B:USR1@..., or SIGTERM on preemption); training",
+        f"# must get it: it then checkpoints and exits {REQUEUE_EXIT_CODE}, and the task "
+        + ("requeues." if requeue else "ends (resubmit to resume)."),
+        f"REQUEUE_EXIT_CODE={REQUEUE_EXIT_CODE}",
+        "child=''",
+        "signalled=0",
+        "forward() {",
+        "  signalled=1",
+        '  echo "$(date): got SIG$1; forwarding it to training (pid ${child:-none})"',
+        '  if [[ -n "${child}" ]]; then kill -s "$1" "${child}" 2>/dev/null || true; fi',
+        "}",
+        "trap 'forward USR1' USR1",
+        "trap 'forward TERM' TERM",
+        '"${CMD[@]}" &',
+        "child=$!",
+        "# `wait` returns early when a trapped signal arrives: wait again until training exits.",
+        "while :; do",
+        "  signalled=0",
+        "  rc=0",
+        '  wait "${child}" || rc=$?',
+        "  (( signalled )) || break",
+        "done",
+        'echo "$(date): training exited with ${rc}"',
+    ]
+    if requeue:
+        lines += [
+            'if [[ "${rc}" -eq "${REQUEUE_EXIT_CODE}" && -n "${SLURM_JOB_ID:-}" ]]; then',
+            '  if scontrol requeue "${SLURM_JOB_ID}"; then',
+            '    echo "requeued job ${SLURM_JOB_ID}: the rerun resumes from the checkpoint"',
+            "    exit 0",
+            "  fi",
+            '  echo "scontrol requeue ${SLURM_JOB_ID} failed; resubmit this script to resume" >&2',
+            "fi",
+        ]
+    lines += ['exit "${rc}"', ""]
+    return lines
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -102,6 +170,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--gres", default=None, help="e.g. gpu:1")
     parser.add_argument("--max_parallel", type=int, default=None,
                         help="array throttle: at most this many tasks at once (--array=0-N%%P)")
+    parser.add_argument("--signal_seconds", type=int, default=SIGNAL_SECONDS,
+                        help="SIGUSR1 to the batch shell this many seconds before the time limit "
+                             "(--signal=B:USR1@S; 0: none); training checkpoints and requeues")
+    parser.add_argument("--requeue", action=argparse.BooleanOptionalAction, default=True,
+                        help="--requeue, and requeue a task whose training checkpointed and "
+                             f"exited {REQUEUE_EXIT_CODE} (--no-requeue: neither)")
     return parser.parse_args(argv)
 
 
@@ -112,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = script(spec, trials, sweep_dir, args.sweep, args.seeds_mode, args.python, args.module,
                   partition=args.partition, account=args.account, time=args.time,
                   cpus_per_task=args.cpus_per_task, mem=args.mem, gres=args.gres,
-                  max_parallel=args.max_parallel)
+                  max_parallel=args.max_parallel, signal_seconds=args.signal_seconds,
+                  requeue=args.requeue)
     if args.dry_run:
         print(text)
         for t in trials:

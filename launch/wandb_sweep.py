@@ -21,8 +21,13 @@ execs `launch.sweep.command(trial, sweep_dir)`: `python -m attn_jax.train --conf
 of the sweep fail with a clear error before training starts.
 
 W&B mode: the route adds the fixed override `logging.wandb=online` (--wandb_mode; '' adds none),
-so runs started by `wandb agent` report to the sweep even though the base config logs offline.
-Trial names and workdirs do not depend on it.
+so runs started by `wandb agent` report to the sweep even though the base config logs offline
+(WANDB_MODE or a `mode` in the W&B settings file still wins: attn_jax/tracking.py). Trial names
+and workdirs do not depend on it.
+
+Vmapped seeds (--seeds_mode=vmap, the default): the agent hands each process one run
+(WANDB_RUN_ID), and a trial logs its K seeds into it: `valid/bleu` is their mean (the YAML's
+metric, maximized), `seed<S>/valid/bleu` each seed's own value.
 """
 
 from __future__ import annotations
@@ -88,6 +93,8 @@ def sweep_config(spec: Mapping[str, Any], sweep_path: str, sweep_dir: str | None
         "description": f"{sweep_path} (seeds_mode={seeds_mode}); workdirs under {sweep_dir}",
         "program": "launch/wandb_sweep.py",  # Informational: the command below runs it with -m.
         "method": "grid",
+        # attn_jax.tracking logs the mean over a run's seeds under this key (its summary: max).
+        "metric": {"name": "valid/bleu", "goal": "maximize"},
         "parameters": parameters(spec, seeds_mode),
         "command": ["${env}", "${interpreter}", "-m", "launch.wandb_sweep", "--run_trial",
                     f"--sweep={sweep_path}", f"--sweep_dir={sweep_dir}",

@@ -356,6 +356,96 @@ def test_local_stopped_by_signal_stops_its_trials(workspace, signum):
             os.kill(child, signal.SIGKILL)
 
 
+# Records the environment and CPU affinity a trial gets, then finishes.
+ENV_TRAIN = """
+import json, os, sys
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
+os.makedirs(args["workdir"], exist_ok=True)
+keys = ("CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_PREALLOCATE", "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+with open(os.path.join(args["workdir"], "env.json"), "w") as f:
+    json.dump({"env": {k: os.environ.get(k) for k in keys},
+               "cpus": sorted(os.sched_getaffinity(0))}, f)
+open(os.path.join(args["workdir"], "results.json"), "w").write("{}")
+"""
+
+
+def test_placements_per_slot():
+    both = local.placements(2, ["0", "1"], [0, 1, 2, 3])
+    assert [p.environment({}) for p in both] == [{"CUDA_VISIBLE_DEVICES": "0"},
+                                                 {"CUDA_VISIBLE_DEVICES": "1"}]
+    shared = local.placements(3, ["3", "5"], [0, 1])
+    assert [p.environment({})["CUDA_VISIBLE_DEVICES"] for p in shared] == ["3", "5", "3"]
+    assert {p.environment({})["XLA_PYTHON_CLIENT_PREALLOCATE"] for p in shared} == {"false"}
+    # A value the user set stays; the trial's GPU does not.
+    user = {"XLA_PYTHON_CLIENT_PREALLOCATE": "true", "CUDA_VISIBLE_DEVICES": "3,5"}
+    assert shared[1].environment(user) == {"XLA_PYTHON_CLIENT_PREALLOCATE": "true",
+                                           "CUDA_VISIBLE_DEVICES": "5"}
+    cpu = local.placements(2, [], [0, 1, 2, 3, 4])
+    assert [p.cpus for p in cpu] == [(0, 1), (2, 3)]
+    assert cpu[1].environment({}) == {v: "2" for v in local.THREAD_VARS}
+    assert cpu[1].environment({"OMP_NUM_THREADS": "7"})["OMP_NUM_THREADS"] == "7"
+    assert [p.cpus for p in local.placements(3, [], [0, 1])] == [(0,), (1,), (0,)]
+    assert [p.cpus for p in local.placements(2, [], [0, 1], pin_cpus=False)] == [None, None]
+    assert local.placements(1, [], [0, 1])[0] == local.Placement({}, {})
+
+
+def test_detect_gpus(tmp_path, monkeypatch):
+    assert local.detect_gpus("0,2") == ["0", "2"] and local.detect_gpus("none") == []
+    with pytest.raises(ValueError, match="--gpus"):
+        local.detect_gpus(",")
+    assert local.detect_gpus("auto", {"CUDA_VISIBLE_DEVICES": "GPU-ab,GPU-cd"}) == [
+        "GPU-ab", "GPU-cd"]
+    assert local.detect_gpus("auto", {"CUDA_VISIBLE_DEVICES": ""}) == []
+    monkeypatch.setenv("PATH", str(tmp_path))  # No nvidia-smi: no GPUs.
+    assert local.detect_gpus("auto", {}) == []
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'GPU 0: H100 (UUID: a)'\necho 'GPU 1: H100 (UUID: b)'\n")
+    smi.chmod(0o755)
+    assert local.detect_gpus("auto", {}) == ["0", "1"]
+
+
+def _trial_envs(root: Path) -> dict[str, dict]:
+    return {d.name: json.loads((d / "env.json").read_text())
+            for d in (root / "out").iterdir() if (d / "env.json").exists()}
+
+
+def test_local_trials_get_their_gpu_or_cpu_share(workspace, capsys, monkeypatch):
+    (workspace / "env_train.py").write_text(ENV_TRAIN)
+    write_sweep(workspace / "sweep_def.py", small_spec())
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    for var in local.THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    own = os.sched_getaffinity(0)
+    assert local.main(["--sweep=sweep_def.py", "--sweep_dir=out", "--parallel=3",
+                       "--module=env_train", "--gpus=0,1"]) == 0
+    envs = _trial_envs(workspace)
+    status = json.loads((workspace / "out" / "status.json").read_text())["trials"]
+    assert len(envs) == 6
+    for name, got in envs.items():
+        assert got["env"]["CUDA_VISIBLE_DEVICES"] in ("0", "1")
+        assert got["env"]["CUDA_VISIBLE_DEVICES"] == status[name]["gpu"]
+        assert got["env"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"  # 3 trials on 2 GPUs.
+        assert got["env"]["OMP_NUM_THREADS"] is None and set(got["cpus"]) == own
+    shutil.rmtree(workspace / "out")
+
+    cpus = sorted(own)
+    if len(cpus) < 2:
+        pytest.skip("one CPU: nothing to share")
+    assert local.main(["--sweep=sweep_def.py", "--sweep_dir=out", "--parallel=2",
+                       "--module=env_train", "--gpus=none"]) == 0
+    shares = [p.cpus for p in local.placements(2, [], cpus)]
+    for name, got in _trial_envs(workspace).items():
+        assert tuple(got["cpus"]) in shares and got["cpus"] == status_cpus(workspace, name)
+        assert got["env"]["OMP_NUM_THREADS"] == str(len(got["cpus"]))
+        assert got["env"]["CUDA_VISIBLE_DEVICES"] is None
+    assert os.sched_getaffinity(0) == own  # The launcher's own threads are not pinned.
+
+
+def status_cpus(root: Path, name: str) -> list[int]:
+    return json.loads((root / "out" / "status.json").read_text())["trials"][name]["cpus"]
+
+
 # ------------------------------------------------------------------------------ W&B route
 
 
@@ -435,6 +525,66 @@ def test_wandb_run_trial_dry_run(workspace, capsys):
     assert sweep.command(trial, "runs/w")[-1] == "--config.logging.wandb=online"
 
 
+def agent_argv(cfg: dict, point: dict) -> list[str]:
+    """The command `wandb agent` runs for one grid point of a sweep YAML (${env} dropped)."""
+    args = [f"--{k}={v}" for k, v in point.items()]
+    subs = {"${env}": [], "${interpreter}": [sys.executable], "${args}": args}
+    return [a for part in cfg["command"] for a in subs.get(part, [part])]
+
+
+def _wandb_records(run_dir: str) -> list[dict]:
+    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", run_dir],
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode != 0 and "No such command" in out.stderr + out.stdout:
+        pytest.skip("this wandb has no `wandb leet inspect` (wandb 0.31 has)")
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+def test_wandb_route_vmapped_seeds_tiny_grid_end_to_end_offline(tmp_path):
+    """The W&B route with --seeds_mode=vmap, as `wandb agent` runs it (WANDB_SWEEP_ID and one
+    WANDB_RUN_ID per run, offline): every grid point trains its 2 seeds in one process and one
+    W&B run (the agent's), with mean and seed-prefixed keys; it once crashed with 'run ID ...
+    is in use'. The axis is host-side only (log_every), so both points share one compile."""
+    spec = {"name": "tiny_grid", "base_config": f"{REPO}/configs/default.py:tiny",
+            "axes": {"train.log_every": [3, 6]}, "seeds": {"base": 0, "count": 2},
+            "fixed": {"data.tfds_dir": str(tmp_path / "tfds"), "data.buckets": [72],
+                      "train.num_steps": 6, "eval.num_heatmaps": 0}}
+    write_sweep(tmp_path / "sweep_def.py", spec)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(PYTHONPATH=str(REPO), WANDB_MODE="offline", WANDB_SWEEP_ID="sweep1",
+               WANDB_CONFIG_DIR=str(tmp_path / "wandb_config"), WANDB_SILENT="true")
+    subprocess.run([sys.executable, "-m", "launch.wandb_sweep", "--sweep=sweep_def.py",
+                    "--sweep_dir=sweep", "--out=sweep.yaml"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True)
+    cfg = yaml.safe_load((tmp_path / "sweep.yaml").read_text())
+    assert cfg["metric"] == {"name": "valid/bleu", "goal": "maximize"}
+    params = cfg["parameters"]
+    for i, log_every in enumerate(params["config.train.log_every"]["values"]):
+        point = {k: p["value"] if "value" in p else log_every for k, p in params.items()}
+        run = subprocess.run(agent_argv(cfg, point), cwd=tmp_path, capture_output=True,
+                             text=True, env=dict(env, WANDB_RUN_ID=f"agentrun{i}"))
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        workdir = tmp_path / "sweep" / f"log_every={log_every}"
+        results = json.loads((workdir / "results.json").read_text())
+        assert [s["seed"] for s in results["seeds"]] == [0, 1]
+        rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+        assert sorted({(r["step"], r["seed"]) for r in rows if r["split"] == "train"}) == sorted(
+            (s, seed) for s in range(log_every, 7, log_every) for seed in (0, 1))
+        (run_dir,) = (workdir / "wandb" / "wandb").glob("offline-run-*")
+        assert run_dir.name.endswith(f"-agentrun{i}")  # The agent's run, and only it.
+        history: dict = {}
+        for r in _wandb_records(str(run_dir)):
+            if r["type"] == "history":
+                history.setdefault(r["history"]["step"]["num"], {}).update(r["history"]["item"])
+        valid = {r["seed"]: r["bleu"] for r in rows if r["split"] == "valid" and r["step"] == 6}
+        assert history[6]["seed0/valid/bleu"] == pytest.approx(valid[0])
+        assert history[6]["seed1/valid/bleu"] == pytest.approx(valid[1])
+        assert history[6]["valid/bleu"] == pytest.approx((valid[0] + valid[1]) / 2)
+        assert "seed1/train/loss" in history[log_every] and "train/loss" in history[log_every]
+
+
 # ---------------------------------------------------------------------------------- SLURM
 
 
@@ -447,6 +597,11 @@ def test_slurm_script(workspace, capsys):
     assert "#SBATCH --array=0-27%4" in text.splitlines()
     assert "#SBATCH --partition=cpu" in text and "#SBATCH --time=01:00:00" in text
     assert "#SBATCH --output=runs/s/slurm/%x_%A_%a.out" in text
+    for line in ("#SBATCH --requeue", "#SBATCH --open-mode=append",
+                 f"#SBATCH --signal=B:USR1@{slurm.SIGNAL_SECONDS}", "trap 'forward USR1' USR1",
+                 "trap 'forward TERM' TERM", '  wait "${child}" || rc=$?',
+                 '  if scontrol requeue "${SLURM_JOB_ID}"; then'):
+        assert line in text.splitlines(), line
     arms = re.findall(r"^  (\d+)\)\n.*\n.*\n    CMD=\((.*)\)$", text, flags=re.M)
     _, trials = sweep.load("sweep_def.py")
     assert [int(i) for i, _ in arms] == list(range(28))
@@ -485,6 +640,116 @@ def test_slurm_dry_run_and_task_execution(workspace, capsys):
     assert not (workspace / "argv.txt").exists()
     bad = dict(env, SLURM_ARRAY_TASK_ID="99")
     assert subprocess.run(["bash", "job.sbatch"], env=bad, capture_output=True).returncode == 2
+
+
+def test_slurm_options_signal_and_no_requeue(workspace, capsys):
+    write_sweep(workspace / "sweep_def.py", small_spec())
+    assert slurm.main(["--sweep=sweep_def.py", "--dry_run", "--signal_seconds=90"]) == 0
+    assert "#SBATCH --signal=B:USR1@90" in capsys.readouterr().out.splitlines()
+    assert slurm.main(["--sweep=sweep_def.py", "--dry_run", "--signal_seconds=0",
+                       "--no-requeue"]) == 0
+    out = capsys.readouterr().out
+    assert "#SBATCH --no-requeue" in out.splitlines() and "#SBATCH --signal" not in out
+    assert "scontrol" not in out and "#SBATCH --requeue" not in out
+    with pytest.raises(ValueError, match="signal_seconds"):
+        slurm.main(["--sweep=sweep_def.py", "--dry_run", "--signal_seconds=-5"])
+
+
+# Stands in for training: records its argv, then waits; on SIGUSR1/SIGTERM it "checkpoints"
+# (writes got_signal) and exits 143, like attn_jax.train. EXIT_AT_ONCE=N makes it exit N.
+FAKE_TRAINING = """#!/bin/bash
+if [[ -n "${EXIT_AT_ONCE:-}" ]]; then exit "${EXIT_AT_ONCE}"; fi
+sleep 600 & s=$!
+trap 'echo USR1 >> got_signal; kill $s; exit 143' USR1
+trap 'echo TERM >> got_signal; kill $s; exit 143' TERM
+echo $$ > train.pid.tmp && mv train.pid.tmp train.pid
+wait $s
+"""
+
+
+@pytest.mark.skipif(not shutil.which("bash"), reason="no bash")
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM])
+def test_slurm_task_forwards_signal_and_requeues(workspace, capsys, signum):
+    """The batch shell gets SLURM's signal, training gets it from the shell, exits 143 after
+    its checkpoint, and the task requeues itself through (a fake) scontrol."""
+    write_sweep(workspace / "sweep_def.py", small_spec())
+    fake_python = workspace / "fakepy"
+    fake_python.write_text(FAKE_TRAINING)
+    fake_python.chmod(0o755)
+    bin_dir = workspace / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text('#!/bin/sh\necho "$@" >> scontrol_calls\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    assert slurm.main(["--sweep=sweep_def.py", "--sweep_dir=runs/s", "--out=job.sbatch",
+                       f"--python={fake_python}"]) == 0
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="1", SLURM_JOB_ID="4242",
+               SLURM_SUBMIT_DIR=str(workspace), PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    job = subprocess.Popen(["bash", "job.sbatch"], cwd=workspace, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    pid_file, train_pid = workspace / "train.pid", None
+    try:
+        deadline = time.monotonic() + 120  # A hang guard, not a timing assertion.
+        while not pid_file.exists():
+            assert job.poll() is None, job.communicate()
+            assert time.monotonic() < deadline, "training never started"
+            time.sleep(0.05)
+        train_pid = int(pid_file.read_text())
+        job.send_signal(signum)  # What SLURM does (to the batch shell: --signal=B:...).
+        out, _ = job.communicate(timeout=60)
+        assert job.returncode == 0, out
+        assert (workspace / "got_signal").read_text().split() == [signum.name[3:]]
+        assert (workspace / "scontrol_calls").read_text().split() == ["requeue", "4242"]
+        assert "training exited with 143" in out and "requeued job 4242" in out
+        assert not _alive(train_pid)
+    finally:
+        if job.poll() is None:
+            job.kill()
+        if train_pid is not None and _alive(train_pid):
+            os.kill(train_pid, signal.SIGKILL)
+
+    # Training that ends by itself: its exit code is the task's, and nothing is requeued.
+    (workspace / "scontrol_calls").unlink()
+    for code in (0, 1):
+        done = subprocess.run(["bash", "job.sbatch"], cwd=workspace, capture_output=True,
+                              env=dict(env, EXIT_AT_ONCE=str(code)))
+        assert done.returncode == code and not (workspace / "scontrol_calls").exists()
+    # scontrol failing (not a requeueable job): the task reports 143 itself.
+    (bin_dir / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+    done = subprocess.run(["bash", "job.sbatch"], cwd=workspace, capture_output=True, text=True,
+                          env=dict(env, EXIT_AT_ONCE="143"))
+    assert done.returncode == 143 and "resubmit this script" in done.stderr
+
+
+# ----------------------------------------------------------------- scripts/device_check.sh
+
+
+@pytest.mark.skipif(not shutil.which("bash"), reason="no bash")
+def test_device_check_script_parses_and_runs_every_section(tmp_path):
+    """bash -n, then a run with a stand-in python that records its arguments: every section
+    runs its command (the K list, the training config, the timeout) into the one log."""
+    script = REPO / "scripts" / "device_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    fake = tmp_path / "fakepy"
+    fake.write_text('#!/bin/sh\necho "fakepy $*" >> "$CALLS"\necho ran\n')
+    fake.chmod(0o755)
+    log, calls = tmp_path / "check.log", tmp_path / "calls.txt"
+    env = dict(os.environ, PYTHON=str(fake), CALLS=str(calls), WORKDIR=str(tmp_path / "w"))
+    for quick, seeds, config in (("1", "1,2", "configs/default.py:tiny"),
+                                 ("0", "1,2,4,8", "configs/default.py")):
+        calls.unlink(missing_ok=True)
+        out = subprocess.run(["bash", str(script), str(log)], env=dict(env, QUICK=quick),
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        lines = calls.read_text().splitlines()
+        assert len(lines) == 5 and "import jax" in lines[0], lines
+        assert all("-m attn_jax.benchmark --mode=synthetic --scorers=additive" in line
+                   for line in lines[1:4])
+        assert "--dtype=float32" in lines[1] and "--dtype=bfloat16" in lines[2]
+        assert f"--num_seeds={seeds}" in lines[3]
+        assert (quick == "1") == ("--hidden_size=64" in lines[1])
+        assert f"-m attn_jax.train --config={config} --workdir={tmp_path / 'w'}" in lines[4]
+        text = log.read_text()
+        assert text.count("[exit 0]") >= 5 and "=== 4. training smoke run" in text
 
 
 # ------------------------------------------------------------ the real default config
