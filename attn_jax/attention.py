@@ -30,6 +30,23 @@ softmax (weights are averaged over heads for heatmaps and AER); `attend_all` doe
 all target positions at once. A fully padded row (a filler row in a batch) gets all-zero weights
 and a zero context: finite, never NaN. To add a scorer, subclass `Scorer` below (usually just
 `setup`, `prepare` and `score_fn`) and add one line to `SCORERS`.
+
+`attend_all` has three implementations (`AttentionConfig.impl`, `model.attention_impl`):
+
+* `xla` (default): the per-row score function vmapped over T, the masked softmax and the mix;
+  the additive scorer materialises tanh(q_t + U h_j) as [B, T, S, A].
+* `chunked`: additive attention blockwise with an online softmax and a recomputing backward
+  (`attn_jax.kernels`), one [B, bq, bk, A] block at a time; dot, scaled_dot, general and
+  multihead through `jax.nn.dot_product_attention` (cuDNN flash attention on GPU where it applies:
+  16-bit inputs, head size <= 128 and a multiple of 8; XLA elsewhere).
+* `pallas`: additive attention as fused Pallas kernels (GPU: Triton, TPU: Mosaic; elsewhere
+  Pallas interpret mode, for tests); the dot family as in `chunked`.
+
+Under `chunked` and `pallas` the weights α (heatmaps, AER) come from a separate computation of
+the scores (blockwise for additive) that a jitted step which ignores them drops as dead code. The
+other scorers (location, none) and the step-by-step `Scorer.__call__` are the same in every
+implementation. The decoder recurrences (`attn_jax.recurrence`) score one query row per step and
+recompute the additive tanh in their backward already, so they keep O(B·S) per step.
 """
 
 from __future__ import annotations
@@ -43,6 +60,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from attn_jax import kernels
 from attn_jax import rows as rows_lib
 from attn_jax.layers import Linear
 
@@ -58,6 +76,7 @@ class AttentionConfig:
     num_heads: int = 4  # Multihead only; must divide attention_size.
     max_source_len: int = 64  # Location only: the number of source positions W s scores.
     dtype: Any = None  # Matmul dtype of the projections (None: float32).
+    impl: str = "xla"  # `attend_all` implementation, one of IMPLS (module docstring).
 
     def validate(self) -> None:
         """Raises ValueError naming the valid choices; called before anything is compiled."""
@@ -65,6 +84,10 @@ class AttentionConfig:
             raise ValueError(
                 f"Unknown attention scorer {self.scorer!r}; valid scorers: {', '.join(SCORER_NAMES)} "
                 "(set --config.model.scorer=NAME).")
+        if self.impl not in IMPLS:
+            raise ValueError(
+                f"Unknown attention implementation {self.impl!r}; valid: {', '.join(IMPLS)} "
+                "(set --config.model.attention_impl=NAME).")
         for field in ("query_size", "key_size", "attention_size", "num_heads", "max_source_len"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"attention {field} must be > 0, got {getattr(self, field)}.")
@@ -315,6 +338,7 @@ SCORERS: dict[str, type[Scorer]] = {
     "multihead": MultiHead,
 }
 SCORER_NAMES = tuple(SCORERS)
+IMPLS = ("xla", "chunked", "pallas")  # attend_all implementations (module docstring).
 
 
 def make_scorer(config: AttentionConfig, name: str = "attention") -> Scorer:
@@ -326,17 +350,55 @@ def make_scorer(config: AttentionConfig, name: str = "attention") -> Scorer:
 def attend_all(scorer: Scorer, states: jax.Array, memory: Memory) -> tuple[jax.Array, jax.Array]:
     """All target positions at once: states [B, T, Dq] -> context [B, T, Dc], weights [B, T, S].
 
-    The per-row score function vmapped over T (parameters shared), not a second implementation.
+    `xla`: the per-row score function vmapped over T (parameters shared), not a second
+    implementation. `chunked` / `pallas` (scorer.config.impl): see the module docstring.
     """
     b, t = states.shape[:2]
     if not scorer.attends:
         return (jnp.zeros((b, t, scorer.context_size), states.dtype),
                 jnp.zeros((b, t, memory.mask.shape[1]), states.dtype))
     q = scorer.query(states)  # [B, T, Dq']
-    params = scorer.score_params()
-    score = lambda q_t: scorer.score_fn(scorer.config, q_t, memory.keys, params)  # noqa: E731
-    scores = jax.vmap(score, in_axes=1, out_axes=1)(q)  # [B, T, h, S]
+    impl = scorer.config.impl
+    if impl != "xla" and isinstance(scorer, Additive):
+        v = scorer.score_params()["v"]
+        fused = kernels.additive_context if impl == "chunked" else kernels.pallas_additive_context
+        context = fused(q, memory.keys, v, memory.values[:, :, 0, :], memory.mask)  # [B, T, Dk]
+        scores = kernels.additive_scores(q, memory.keys, v)[:, :, None, :]  # [B, T, 1, S]
+    else:
+        params = scorer.score_params()
+        score = lambda q_t: scorer.score_fn(scorer.config, q_t, memory.keys, params)  # noqa: E731
+        scores = jax.vmap(score, in_axes=1, out_axes=1)(q)  # [B, T, h, S]
+        if impl != "xla" and isinstance(scorer, (Dot, General, MultiHead)):
+            scale = 1.0 / math.sqrt(q.shape[-1] // scorer.num_heads) \
+                if isinstance(scorer, (ScaledDot, MultiHead)) else 1.0
+            context = dot_product_context(q, memory, scorer.num_heads, scale)  # [B, T, h·d]
     weights = masked_softmax(scores, memory.mask[:, None, None, :])
-    context = mix(weights, memory.values)  # [B, T, h·d]
+    if impl == "xla" or not isinstance(scorer, (Additive, Dot, General, MultiHead)):
+        context = mix(weights, memory.values)  # [B, T, h·d]
     proj = scorer.output_projection()
     return (context if proj is None else proj(context)), weights.mean(axis=2)
+
+
+def dot_product_context(q: jax.Array, memory: Memory, num_heads: int, scale: float) -> jax.Array:
+    """Σ_j softmax_j(scale · q_h·k_hj) v_hj per head through `jax.nn.dot_product_attention`:
+    q [B, T, h·dq], memory keys [B, S, dq] or [B, S, h, dq], values [B, S, h, d] -> [B, T, h·d].
+
+    Query/key and value sizes may differ (general scorer): all are zero-padded to the larger one,
+    which changes no score, and the output is sliced back. Rows with no real key get 0, as in
+    `masked_softmax`. cuDNN (flash attention) on GPU for 16-bit inputs with a padded head size
+    <= 128 and a multiple of 8; XLA otherwise.
+    """
+    b, t = q.shape[:2]
+    values = memory.values
+    keys = memory.keys if memory.keys.ndim == 4 else memory.keys[:, :, None, :]
+    q = q.reshape(b, t, num_heads, -1)  # [B, T, h, dq]
+    width, d = max(q.shape[-1], values.shape[-1]), values.shape[-1]
+    dtype = jnp.result_type(q, keys, values)
+    pad = lambda x: jnp.pad(x.astype(dtype), [(0, 0)] * 3 + [(0, width - x.shape[-1])])  # noqa: E731
+    cudnn = (jax.default_backend() == "gpu" and dtype in (jnp.bfloat16, jnp.float16)
+             and width <= 128 and width % 8 == 0)
+    out = jax.nn.dot_product_attention(
+        pad(q), pad(keys), pad(values), mask=memory.mask[:, None, None, :], scale=scale,
+        implementation="cudnn" if cudnn else "xla")[..., :d]  # [B, T, h, d]
+    out = jnp.where(memory.mask.any(-1)[:, None, None, None], out, 0.0)
+    return out.reshape(b, t, -1)

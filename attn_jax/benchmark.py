@@ -15,6 +15,14 @@ config) and counting only real target tokens (tgt_out != PAD: words + EOS):
 * `--mode=synthetic`: random Multi30k-like batches per scorer and per K vmapped replicas
   (--num_seeds=1,2,4,8), for comparing scorers and seeds.
   `--mode=decode --workdir=RUN`: beam search (--beam_size) sentences/s over RUN's test split.
+* `--mode=long`: long inputs. Per attention implementation (`model.attention_impl`: xla,
+  chunked, pallas) and S = T in --long_lengths, the additive scorer's forward + backward over all
+  target positions at once (`attention.attend_all`, B = --long_batch, A = --long_attention):
+  XLA's compiled buffer bytes and the median step time (a case whose compiled bytes exceed
+  --long_max_gib is compiled, not run). Then the training smoke check: the Bahdanau-flow model
+  (hidden --long_train_hidden) trained for --long_train_steps steps on one batch of
+  --long_train_batch documents of S = T = --long_train_len words, made by concatenating the
+  embedded grammar's sentence pairs; its compiled step bytes and its losses.
 
 FLOPs are matmul FLOPs of the step-by-step reference model (`Seq2Seq.decode_step` scanned,
 forward and backward, full-vocabulary logits), from its jaxpr: for one sentence pair with S
@@ -31,6 +39,7 @@ Peak memory: the process's resident high-water mark, and XLA's buffer bytes per 
     python -m attn_jax.benchmark --mode=synthetic --scorers=additive,dot --steps=3
     python -m attn_jax.benchmark --mode=synthetic --tgt_vocab=32000 --scorers=additive
     python -m attn_jax.benchmark --mode=workload --workload=/tmp/bench --profile_dir=/tmp/prof
+    python -m attn_jax.benchmark --mode=long --steps=2 --warmup=1
 
 Results and the side-by-side commands: experiments/benchmark/README.md.
 """
@@ -42,6 +51,7 @@ import json
 import math
 import os
 import platform
+import random
 import resource
 import tempfile
 import time
@@ -56,13 +66,13 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from attn_jax import attention, models, profiling, runtime, steps
+from attn_jax import attention, kernels, models, profiling, runtime, steps
 from attn_jax import config as config_lib
 from attn_jax import loss as loss_lib
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.py"
 DOT_FAMILY = ("dot", "scaled_dot")
-MODES = ("workload", "pipeline", "synthetic", "decode")
+MODES = ("workload", "pipeline", "synthetic", "decode", "long")
 
 flags.DEFINE_enum("mode", "synthetic", MODES, "What to time (module docstring).")
 flags.DEFINE_string("workload", "", "workload mode: the folder prep_data.py wrote.")
@@ -96,6 +106,17 @@ flags.DEFINE_integer("matmul_size", 2048, "N of the N x N @ N x N f32 matmul pea
 flags.DEFINE_string("json_out", "", "Also write all figures to this JSON file.")
 flags.DEFINE_string("profile_dir", "", "workload/pipeline: also trace 3 steps of the first timed "
                     "batch's shape there and print where the time goes (attn_jax.profiling).")
+flags.DEFINE_list("long_lengths", ["128", "512", "2048"], "long mode: S = T values.")
+flags.DEFINE_list("long_impls", list(attention.IMPLS), "long mode: attention implementations.")
+flags.DEFINE_integer("long_batch", 8, "long mode: batch size of the additive scorer cases.")
+flags.DEFINE_integer("long_attention", 512, "long mode: additive attention size A (also the "
+                     "decoder state and annotation sizes).")
+flags.DEFINE_float("long_max_gib", 8.0, "long mode: compile but do not run a scorer case whose "
+                   "compiled buffers exceed this many GiB.")
+flags.DEFINE_integer("long_train_len", 512, "long mode: S = T of the training smoke check.")
+flags.DEFINE_integer("long_train_batch", 16, "long mode: documents per training batch.")
+flags.DEFINE_integer("long_train_hidden", 256, "long mode: model.hidden_size of the smoke check.")
+flags.DEFINE_integer("long_train_steps", 3, "long mode: training steps (0: no smoke check).")
 FLAGS = flags.FLAGS
 
 
@@ -524,6 +545,150 @@ def _format_row(r: dict[str, Any]) -> str:
             f"{r['xla_mb']:>8.0f}")
 
 
+# ------------------------------------------------------------------------------------ long inputs
+
+
+def _median_seconds(fn, args, warmup: int, steps: int) -> float:
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    seconds = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        seconds.append(time.perf_counter() - t)
+    return float(np.median(seconds))
+
+
+def additive_case(impl: str, batch: int, length: int, size: int, warmup: int, steps: int,
+                  max_bytes: float, seed: int = 0) -> dict[str, Any]:
+    """The additive scorer over all T = length target positions against S = length keys
+    (`attention.attend_all`, sizes A = decoder = annotation = `size`), forward + backward of
+    Σ context · a fixed cotangent with respect to the parameters, queries and annotations.
+    Ragged source lengths in [S/2, S]. Compiled bytes always; the time when they fit."""
+    cfg = attention.AttentionConfig(scorer="additive", query_size=size, key_size=size,
+                                    attention_size=size, impl=impl)
+    module = attention.make_scorer(cfg)
+    rng = np.random.default_rng(seed)
+    states = jnp.asarray(rng.standard_normal((batch, length, size)), jnp.float32)
+    annotations = jnp.asarray(rng.standard_normal((batch, length, size)), jnp.float32)
+    lengths = rng.integers(length // 2, length + 1, batch)
+    mask = jnp.asarray(np.arange(length)[None, :] < lengths[:, None])
+    cotangent = jnp.asarray(rng.standard_normal((batch, length, size)), jnp.float32)
+
+    def apply(mdl, s, h, m):
+        return attention.attend_all(mdl, s, mdl.prepare(h, m))[0]
+
+    params = module.init(jax.random.key(seed), states[:, :1], annotations, mask, method=apply)
+
+    def loss(p, s, h, m, ct):
+        return jnp.sum(module.apply(p, s, h, m, method=apply) * ct)
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+    args = (params, states, annotations, mask, cotangent)
+    t = time.perf_counter()
+    compiled = grad.lower(*args).compile()
+    row = {"impl": impl, "length": length, "batch": batch, "attention_size": size,
+           "compile_s": time.perf_counter() - t, "xla_bytes": _xla_bytes(compiled),
+           "naive_tanh_bytes": batch * length * length * size * 4}
+    if row["xla_bytes"] is not None and row["xla_bytes"] > max_bytes:
+        row["step_s"] = None  # Too large to run here.
+    else:
+        row["step_s"] = _median_seconds(compiled, args, warmup, steps)
+    return row
+
+
+def long_documents(count: int, length: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:
+    """`count` (source, target) documents: the embedded grammar's sentence pairs concatenated
+    while both sides stay within length - 1 words (room for BOS / EOS)."""
+    from attn_jax import synthetic
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(count):
+        src: list[str] = []
+        tgt: list[str] = []
+        while True:
+            ex = synthetic.sample_example(rng)
+            s, t = ex.src.split(), ex.tgt.split()
+            if len(src) + len(s) > length - 1 or len(tgt) + len(t) > length - 1:
+                break
+            src, tgt = src + s, tgt + t
+        docs.append((src, tgt))
+    return docs
+
+
+def document_batch(docs, length: int) -> tuple[dict[str, np.ndarray], int, int]:
+    """([1, B, length] src / tgt_in / tgt_out ids, source vocab size, target vocab size), word
+    ids from 4 (PAD, BOS, EOS, UNK below)."""
+    vocab = [{w: i + 4 for i, w in enumerate(sorted({w for d in docs for w in d[side]}))}
+             for side in (0, 1)]
+    batch = {k: np.full((1, len(docs), length), models.PAD, np.int32)
+             for k in ("src", "tgt_in", "tgt_out")}
+    for r, (src, tgt) in enumerate(docs):
+        s, t = [vocab[0][w] for w in src], [vocab[1][w] for w in tgt]
+        batch["src"][0, r, :len(s) + 1] = s + [models.EOS]
+        batch["tgt_in"][0, r, :len(t) + 1] = [models.BOS] + t
+        batch["tgt_out"][0, r, :len(t) + 1] = t + [models.EOS]
+    return batch, len(vocab[0]) + 4, len(vocab[1]) + 4
+
+
+def long_training(options: dict[str, Any]) -> dict[str, Any]:
+    """The training smoke check: the real train step of the Bahdanau-flow model on one batch of
+    long documents, repeated; compiled bytes, step times and the per-token loss of each step."""
+    length = options["long_train_len"]
+    docs = long_documents(options["long_train_batch"], length)
+    batch, src_vocab, tgt_vocab = document_batch(docs, length)
+    cfg, _ = model_config("additive", embed_size=0, encoder_hidden=0, decoder_hidden=0,
+                          hidden_size=options["long_train_hidden"], src_vocab=src_vocab,
+                          tgt_vocab=tgt_vocab, src_len=length, flow="bahdanau",
+                          cell=options["cell"], bidirectional=False, dtype=options["dtype"])
+    trainer = Trainer(cfg, 1, options["long_train_steps"])
+    trainer.compile(batch)
+    losses, seconds = [], []
+    for _ in range(options["long_train_steps"]):
+        dt, metrics = trainer.run(batch)
+        seconds.append(dt)
+        losses.append(float(np.sum(metrics["nll_sum"]) / np.sum(metrics["weight"])))
+    words = [(len(s), len(t)) for s, t in docs]
+    return {"model": cfg.__dict__, "length": length, "batch": len(docs),
+            "mean_src_words": float(np.mean([w[0] for w in words])),
+            "mean_tgt_words": float(np.mean([w[1] for w in words])),
+            "xla_step_bytes": next(iter(trainer.xla_bytes.values())),
+            "compile_s": next(iter(trainer.compile_s.values())), "step_s": seconds,
+            "losses": losses, "host_peak_rss_bytes": _host_peak_bytes()}
+
+
+def run_long(options: dict[str, Any]) -> dict[str, Any]:
+    gib = 2.0**30
+    print(f"{'impl':<9}{'S=T':>6}{'B':>4}{'A':>5}{'XLA GiB':>9}{'one tanh GiB':>14}"
+          f"{'step s':>9}{'compile s':>11}")
+    rows = []
+    for length in sorted(int(n) for n in options["long_lengths"]):
+        for impl in options["long_impls"]:
+            if impl == "pallas" and kernels.interpret_default():
+                print(f"{impl:<9}{length:>6}  not measured: Pallas runs interpreted off GPU/TPU")
+                rows.append({"impl": impl, "length": length, "measured": False})
+                continue
+            row = additive_case(impl, options["long_batch"], length, options["long_attention"],
+                                options["warmup"], options["steps"], options["long_max_gib"] * gib)
+            rows.append(row)
+            step = "not run" if row["step_s"] is None else f"{row['step_s']:.3f}"
+            print(f"{impl:<9}{length:>6}{row['batch']:>4}{row['attention_size']:>5}"
+                  f"{row['xla_bytes'] / gib:>9.3f}{row['naive_tanh_bytes'] / gib:>14.2f}"
+                  f"{step:>9}{row['compile_s']:>11.1f}", flush=True)
+    result: dict[str, Any] = {"additive": rows}
+    if options["long_train_steps"] > 0:
+        train = long_training(options)
+        result["training"] = train
+        print(f"training smoke check: Bahdanau flow, hidden {options['long_train_hidden']}, "
+              f"B = {train['batch']}, S = T = {train['length']} (documents of "
+              f"{train['mean_src_words']:.0f} / {train['mean_tgt_words']:.0f} words): compiled "
+              f"step {train['xla_step_bytes'] / gib:.2f} GiB, steps "
+              f"{', '.join(f'{s:.1f}' for s in train['step_s'])} s, loss per token "
+              f"{' -> '.join(f'{x:.3f}' for x in train['losses'])}; peak host RSS "
+              f"{train['host_peak_rss_bytes'] / gib:.2f} GiB", flush=True)
+    return result
+
+
 # --------------------------------------------------------------------------------------- main
 
 
@@ -535,6 +700,8 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
             "load_average": os.getloadavg(), "options": options}
     if options["mode"] == "decode":
         return {**head, **run_decode(options)}
+    if options["mode"] == "long":
+        return {**head, **run_long(options)}
     peak = matmul_peak(options["matmul_size"])
     head.update(matmul_size=options["matmul_size"], matmul_peak_flops_per_sec=peak)
     print(f"device {head['device']} ({head['host']}, load {head['load_average'][0]:.2f}); "
@@ -552,6 +719,9 @@ def main(argv: Sequence[str]) -> None:
     unknown = sorted(set(FLAGS.scorers) - set(attention.SCORER_NAMES))
     if unknown:
         raise app.UsageError(f"Unknown scorers {unknown}; valid: {', '.join(attention.SCORER_NAMES)}.")
+    unknown = sorted(set(FLAGS.long_impls) - set(attention.IMPLS))
+    if unknown:
+        raise app.UsageError(f"Unknown --long_impls {unknown}; valid: {', '.join(attention.IMPLS)}.")
     if FLAGS.mode == "workload" and not FLAGS.workload:
         raise app.UsageError("--mode=workload needs --workload=DIR (written by "
                              "../shared/bench/prep_data.py --out DIR).")
@@ -568,7 +738,9 @@ _FLAG_NAMES = ("mode", "workload", "pad_multiple", "config", "config_model", "wo
                "scorers",
                "embed_size", "encoder_hidden", "decoder_hidden", "hidden_size", "batch_size",
                "src_len", "tgt_len", "mean_len", "src_vocab", "tgt_vocab", "flow", "cell",
-               "bidirectional", "dtype", "steps", "warmup", "num_seeds", "matmul_size", "profile_dir")
+               "bidirectional", "dtype", "steps", "warmup", "num_seeds", "matmul_size", "profile_dir",
+               "long_lengths", "long_impls", "long_batch", "long_attention", "long_max_gib",
+               "long_train_len", "long_train_batch", "long_train_hidden", "long_train_steps")
 
 if __name__ == "__main__":
     runtime.keep_freed_memory()

@@ -65,6 +65,7 @@ class ModelConfig:
     max_source_len: int = 72  # Location scorer: source positions W q scores.
     dropout: float = 0.0
     dtype: str = "float32"  # Matmul dtype: "float32" | "bfloat16" (parameters stay float32).
+    attention_impl: str = "xla"  # attend_all: attention.IMPLS ("xla" | "chunked" | "pallas").
 
     @property
     def annotation_size(self) -> int:
@@ -79,7 +80,8 @@ class ModelConfig:
         return attn_lib.AttentionConfig(
             scorer=self.scorer, query_size=self.decoder_hidden, key_size=self.annotation_size,
             attention_size=self.attention_size, num_heads=self.num_heads,
-            max_source_len=self.max_source_len, dtype=self.compute_dtype)
+            max_source_len=self.max_source_len, dtype=self.compute_dtype,
+            impl=self.attention_impl)
 
     def validate(self) -> ModelConfig:
         """Raises ValueError naming the valid choices; cheap, call it before compiling."""
@@ -127,7 +129,9 @@ class ModelConfig:
             attention_size=derived(model.attention_size, max(h // 2, 1)),
             num_heads=model.num_heads,
             output_size=derived(model.output_size, h), input_feeding=model.input_feeding,
-            max_source_len=max_source_len, dropout=model.dropout, dtype=model.dtype).validate()
+            max_source_len=max_source_len, dropout=model.dropout, dtype=model.dtype,
+            # Runs saved before the field existed used the plain scorer.
+            attention_impl=model.get("attention_impl", "xla")).validate()
 
 
 def reverse_rows(x: jax.Array, lengths: jax.Array) -> jax.Array:
