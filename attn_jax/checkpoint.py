@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 import jax
-import numpy as np
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
@@ -59,6 +59,12 @@ def _saved_param_shapes(step_dir: str) -> dict[str, tuple[int, ...]]:
         handler.close()
 
 
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    """One replicated boolean (readable on every process whatever the sharding)."""
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
 class Checkpoints:
 
     def __init__(self, workdir: str, keep: int):
@@ -76,8 +82,7 @@ class Checkpoints:
     def save(self, step: int, state: Any, valid_bleu: float | None = None,
              last: bool = True) -> None:
         """Saves `state` as the newest (if `last`) and, given its BLEU, as a candidate best."""
-        leaves = jax.tree.leaves(state.params)
-        if not all(np.isfinite(np.asarray(x)).all() for x in leaves):
+        if not bool(_all_finite(state.params)):
             raise FloatingPointError(
                 f"Refusing to checkpoint non-finite parameters at step {step}.")
         if last:
@@ -145,6 +150,11 @@ class Checkpoints:
             target, n = os.path.join(self.root, "corrupt", f"{kind}_{step}_{n}"), n + 1
         os.rename(os.path.join(manager.directory, str(step)), target)
         return target
+
+    def wait(self) -> None:
+        """Blocks until every save in flight is written."""
+        self.last.wait_until_finished()
+        self.best.wait_until_finished()
 
     def close(self) -> None:
         self.last.wait_until_finished()

@@ -25,8 +25,10 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import ml_collections
 
+from attn_jax import attention as attn_lib
 from attn_jax import models
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -43,6 +45,8 @@ SAFE_TO_CHANGE = (
     "train.keep_checkpoints",  # Recent checkpoints kept on disk.
     "data.tfds_dir",  # Where the same data is prepared (a moved copy is fine).
     "data.raw_dir",  # Where the same raw corpus files are read from.
+    "model.attention_impl",  # How attention is computed (same values; runs before it: xla).
+    "mesh",  # Devices: checkpoints restore on any mesh, the global batch is the same.
 )
 
 
@@ -205,6 +209,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     t, e, log = config.train, config.eval, config.logging
     _choice(t.schedule, SCHEDULES, "train.schedule")
     _choice(log.wandb, WANDB_MODES, "logging.wandb")
+    _choice(config.model.attention_impl, attn_lib.IMPLS, "model.attention_impl")
+    # Pallas kernels compile for GPU and TPU only; elsewhere they run interpreted, which the
+    # tests use (attn_jax.kernels) but which is far too slow to train with.
+    if config.model.attention_impl == "pallas" and jax.default_backend() not in ("gpu", "tpu"):
+        raise ValueError(f"model.attention_impl='pallas' needs a GPU or TPU (this backend: "
+                         f"{jax.default_backend()}); use --config.model.attention_impl=chunked.")
     positive = {"train.num_seeds": t.num_seeds, "train.learning_rate": t.learning_rate,
                 "train.log_every": t.log_every, "train.keep_checkpoints": t.keep_checkpoints,
                 "data.batch_size": config.data.batch_size, "eval.batch_size": e.batch_size,
@@ -218,10 +228,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
               "train.checkpoint_every": t.checkpoint_every, "eval.valid_subset": e.valid_subset,
               "eval.num_heatmaps": e.num_heatmaps, "eval.length_penalty": e.length_penalty,
               "eval.max_decode_extra": e.max_decode_extra, "train.grad_clip": t.grad_clip,
-              "data.batch_tokens": config.data.batch_tokens}
+              "data.batch_tokens": config.data.batch_tokens,
+              "train.early_stop_patience": t.early_stop_patience,
+              "train.early_stop_min_delta": t.early_stop_min_delta}
     for key, value in nonneg.items():
         if value < 0:
             raise ValueError(f"{key} must be >= 0, got {value} (--config.{key}=...).")
+    mesh = config.mesh
+    if mesh.seeds < 1 or mesh.data == 0 or mesh.data < -1 or mesh.cpu_devices < 0:
+        raise ValueError(f"config.mesh: data={mesh.data}, seeds={mesh.seeds}, cpu_devices="
+                         f"{mesh.cpu_devices}; use data >= 1 (or -1: every device), seeds >= 1 "
+                         "and cpu_devices >= 0.")
+    if t.num_seeds % mesh.seeds:
+        raise ValueError(f"mesh.seeds={mesh.seeds} does not divide train.num_seeds={t.num_seeds}; "
+                         "use a divisor (--config.mesh.seeds=...).")
     if not t.num_steps and not t.num_epochs:
         raise ValueError("Set train.num_steps or train.num_epochs (both are 0).")
     if not 0 <= t.label_smoothing < 1:

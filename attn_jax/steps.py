@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from jax.sharding import PartitionSpec as P
 
-from attn_jax import decode, models
+from attn_jax import decode, models, sharding
 
 
 @flax.struct.dataclass
@@ -87,17 +88,26 @@ def extent(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
             "src_rows": most(batch["src"]), "rows": most(batch["tgt_out"])}
 
 
-def _train_step_one(model, tx, smoothing, state: TrainState, batch, bounds):
+def _train_step_one(model, tx, smoothing, data_axis, state: TrainState, batch, bounds):
+    """One replica's step. With `data_axis` (inside shard_map) the batch is this device's rows:
+    the token count and the gradients are summed over the axis, so the update is the one of the
+    whole batch, and dropout draws its own masks per shard."""
     dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+    weight = jnp.sum(batch["tgt_out"] != models.PAD).astype(jnp.float32)
+    if data_axis:
+        dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(data_axis))
+        weight = jax.lax.psum(weight, data_axis)
 
     def loss_fn(params):
-        loss, nll, weight, _ = model.apply(
+        loss, nll, _, _ = model.apply(
             {"params": params}, batch["src"], batch["tgt_in"], batch["tgt_out"],
             smoothing=smoothing, deterministic=False, extent=bounds,
             rngs={"dropout": dropout_key}, method="loss")
-        return loss / jnp.maximum(weight, 1.0), (nll, weight)
+        return loss / jnp.maximum(weight, 1.0), nll
 
-    (_, (nll, weight)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (_, nll), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if data_axis:
+        nll, grads = jax.lax.psum((nll, grads), data_axis)
     with jax.named_scope("optimizer"):
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -105,14 +115,29 @@ def _train_step_one(model, tx, smoothing, state: TrainState, batch, bounds):
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def make_train_step(model, tx, smoothing: float):
-    """(state [K...], batch [K, B, L]) -> (state, metrics [K]); jitted, state donated."""
-    one = functools.partial(_train_step_one, model, tx, smoothing)
+def make_train_step(model, tx, smoothing: float, layout: sharding.Layout | None = None):
+    """(state [K...], batch [K, B, L]) -> (state, metrics [K]); jitted, state donated.
 
-    def step(state, batch):
+    With a `layout` over several devices the step is a shard_map over its mesh: each device runs
+    the same program on its replicas (`seeds`) and rows (`data`); the fused loops of each device
+    stop at its own longest sentence."""
+    if layout is None or layout.size == 1:
+        one = functools.partial(_train_step_one, model, tx, smoothing, None)
+
+        def step(state, batch):
+            return jax.vmap(one, in_axes=(0, 0, None))(state, batch, extent(batch))
+
+        return jax.jit(step, donate_argnums=0, compiler_options=compiler_options())
+
+    one = functools.partial(_train_step_one, model, tx, smoothing, sharding.DATA)
+
+    def local(state, batch):
         return jax.vmap(one, in_axes=(0, 0, None))(state, batch, extent(batch))
 
-    return jax.jit(step, donate_argnums=0, compiler_options=compiler_options())
+    seeds, rows = P(sharding.SEEDS), P(sharding.SEEDS, sharding.DATA)
+    mapped = jax.shard_map(local, mesh=layout.mesh, in_specs=(seeds, rows),
+                           out_specs=(seeds, seeds), check_vma=False)
+    return jax.jit(mapped, donate_argnums=0, compiler_options=compiler_options())
 
 
 # ------------------------------------------------------------------------------------ evaluation
@@ -168,8 +193,9 @@ class EvalStep(NamedTuple):
     greedy: Callable[..., dict[str, jax.Array]]
 
 
-def make_eval_step(model, extra_len: int) -> EvalStep:
-    """Teacher-forced scoring and greedy decoding, each jitted (one compile per bucket)."""
+def make_eval_step(model, extra_len: int, layout: sharding.Layout | None = None) -> EvalStep:
+    """Teacher-forced scoring and greedy decoding, each jitted (one compile per bucket). With a
+    `layout`, batch rows are split over its `data` axis and the outputs come back as NumPy."""
 
     @functools.partial(jax.jit, compiler_options=compiler_options())
     def score(params, batch):
@@ -180,26 +206,38 @@ def make_eval_step(model, extra_len: int) -> EvalStep:
         one = functools.partial(_greedy_one, model, extra_len)
         return jax.vmap(one, in_axes=(0, None))(params, src)
 
-    return EvalStep(score=score, greedy=greedy)
+    if layout is None or layout.size == 1:
+        return EvalStep(score=score, greedy=greedy)
+    return EvalStep(score=lambda p, batch: layout.gather(score(p, layout.eval_batch(batch))),
+                    greedy=lambda p, src: layout.gather(greedy(p, layout.eval_batch(src))))
 
 
 def _replica(x: jax.Array, k: int) -> jax.Array:
     return x[k]
 
 
-def make_beam_step(model, beam_size: int, extra_len: int):
+def make_beam_step(model, beam_size: int, extra_len: int, layout: sharding.Layout | None = None):
     """(params [K...], src [B, L], alpha) -> the best beam hypothesis per replica and row: tokens
     [K, B, L'], attention [K, B, L', S], lengths and scores [K, B] (L' = L + extra_len), in the
     shapes of `EvalStep.greedy`. One replica is searched at a time (one compile per bucket,
-    memory of one). alpha (the length penalty) must be >= 0, else ValueError."""
+    memory of one); with a `layout`, over all its devices (rows split over `data`). alpha (the
+    length penalty) must be >= 0, else ValueError."""
     one = jax.jit(functools.partial(_beam_one, model, beam_size, extra_len),
                   compiler_options=compiler_options())
+    spread = layout is not None and layout.size > 1
 
     def step(params, src, alpha):
         decode.check_length_penalty(alpha)  # Traced inside the jitted search: checked here.
         num_replicas = jax.tree.leaves(params)[0].shape[0]
-        best = [one(jax.tree.map(functools.partial(_replica, k=k), params), src, alpha)
-                for k in range(num_replicas)]
-        return jax.tree.map(lambda *xs: jnp.stack(xs), *best)
+        if spread:
+            src = layout.eval_batch(src)
+        best = []
+        for k in range(num_replicas):
+            replica = jax.tree.map(functools.partial(_replica, k=k), params)
+            if spread:
+                replica = jax.device_put(replica, layout.replicated())
+            best.append(one(replica, src, alpha))
+        out = jax.tree.map(lambda *xs: jnp.stack(xs), *best)
+        return layout.gather(out) if spread else out
 
     return step

@@ -21,8 +21,11 @@ import dataclasses
 import fcntl
 import json
 import logging as std_logging
+import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -33,15 +36,71 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from attn_jax import checkpoint, evaluate, models, plots, runtime, steps, synthetic, tracking
+from attn_jax import checkpoint, evaluate, models, plots, runtime, sharding, steps, synthetic, tracking
 from attn_jax import config as config_lib
 from attn_jax import data as data_lib
 
 EXAMPLE_SRC = synthetic.RUNNING_EXAMPLE.src
 
 
+# The exit status of a run stopped by SIGTERM / SIGUSR1 after saving its checkpoint (128 +
+# SIGTERM, what a scheduler expects of a terminated job); launch/slurm.py requeues on it.
+PREEMPTED_EXIT_CODE = 143
+
+
 class TrainingError(RuntimeError):
     """A run that cannot continue (NaN loss, incompatible resume); the message names the fix."""
+
+
+class Preempted(Exception):
+    """SIGTERM or SIGUSR1 arrived: the state was checkpointed at `step`; rerun to resume."""
+
+    exit_code = PREEMPTED_EXIT_CODE  # What the process exits with (tracking records it too).
+
+    def __init__(self, step: int, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; the "
+                         "checkpoint of that step is saved: rerun the same command to resume.")
+        self.step, self.signum = step, signum
+
+
+class _StopSignals:
+    """While active, SIGTERM and SIGUSR1 only record that they arrived (`signum`); the training
+    loop checkpoints at its next step and raises Preempted. A no-op off the main thread."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._record)
+        return self
+
+    def _record(self, signum, frame) -> None:
+        del frame
+        logging.warning("Received %s: checkpointing at the next step, then stopping.",
+                        signal.Signals(signum).name)
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class _NoTracker:
+    """What processes other than 0 log: nothing (they read process 0's rows on resume)."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+
+    def truncate(self, step):
+        return tracking.read_rows(self.path)
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
 
 
 @contextlib.contextmanager
@@ -155,7 +214,9 @@ class _Run:
     derived: config_lib.Derived
     model: models.Seq2Seq
     ckpts: checkpoint.Checkpoints
-    tracker: tracking.Tracker
+    tracker: tracking.Tracker | _NoTracker
+    layout: sharding.Layout
+    stop: _StopSignals
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -172,49 +233,68 @@ class _Run:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Runs (or resumes) training, evaluates on valid and test, returns results.json's content."""
     start_time = time.time()
+    sharding.set_cpu_devices(config.mesh.cpu_devices)  # Before anything starts JAX's backends.
     config_lib.validate(config)
+    writer = sharding.is_writer()  # Process 0 of several (or the only one) writes the files.
     with contextlib.ExitStack() as stack:
-        stack.enter_context(lock_workdir(workdir))
+        if writer:
+            stack.enter_context(lock_workdir(workdir))
         _check_saved_config(workdir, config)
         results_path = os.path.join(workdir, "results.json")
         if os.path.exists(results_path):
             logging.info("%s already holds a finished run; not retraining.", workdir)
             with open(results_path) as f:
                 return json.load(f)
+        layout = sharding.make_layout(config.mesh, config.train.num_seeds)
+        sizes = data_lib.batch_sizes(config.data, config.data.buckets)
+        sharding.check_batch_sizes(layout, sizes, config.eval.batch_size)
 
+        if not writer:
+            sharding.barrier("data prepared")  # Process 0 prepares the data and vocabularies.
         data = data_lib.load(config.data, workdir)  # Logs its own summary.
+        if writer:
+            sharding.barrier("data prepared")
         derived = config_lib.derive(
             config, src_vocab_size=data.src_vocab.size, tgt_vocab_size=data.tgt_vocab.size,
-            steps_per_epoch=data_lib.steps_per_epoch(
-                data, data_lib.batch_sizes(config.data, data.buckets)))
+            steps_per_epoch=data_lib.steps_per_epoch(data, sizes))
         model = models.Seq2Seq(derived.model)
         ckpts = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints)
         stack.callback(ckpts.close)  # Waits for in-flight saves: finished work is never lost.
         tx, schedule = steps.make_optimizer(config.train, derived.num_steps)
         state = steps.init_state(model, tx, derived.seeds, data.buckets[0], data.buckets[0])
+        if layout.size > 1:
+            state = layout.state(state)
         if ckpts.latest_step() is not None:
             state = ckpts.restore(state)  # ValueError if it fits another config.
         start = ckpts.latest_step() or 0
-        _write_config(workdir, config)  # Only now: the data loaded and the state fits.
-        tracker = tracking.Tracker(workdir, json.loads(config.to_json()), derived.seeds,
-                                   config.logging.wandb, config.logging.project,
-                                   config.logging.entity, config.logging.group)
+        if writer:
+            _write_config(workdir, config)  # Only now: the data loaded and the state fits.
+            tracker = tracking.Tracker(workdir, json.loads(config.to_json()), derived.seeds,
+                                       config.logging.wandb, config.logging.project,
+                                       config.logging.entity, config.logging.group)
+        else:
+            tracker = _NoTracker(workdir)
         stack.callback(tracker.close)
-        run = _Run(config, workdir, data, derived, model, ckpts, tracker)
+        stop = stack.enter_context(_StopSignals())
+        run = _Run(config, workdir, data, derived, model, ckpts, tracker, layout, stop)
         if start:
             logging.info("Resumed from the checkpoint at step %d.", start)
-        _check_log(run, tracker.truncate(start), start)
+        logged = tracker.truncate(start)
+        _check_log(run, logged, start)
+        plateau = _Plateau.replay(config.train, logged, start)
 
-        eval_step = steps.make_eval_step(model, config.eval.max_decode_extra)
+        eval_step = steps.make_eval_step(model, config.eval.max_decode_extra, layout)
         beam_step = (steps.make_beam_step(model, config.eval.beam_size,
-                                          config.eval.max_decode_extra)
+                                          config.eval.max_decode_extra, layout)
                      if config.eval.beam_size > 1 else None)
-        state, last_valid = _train(run, state, start, tx, schedule, eval_step, beam_step)
-        results = _final_evaluation(run, state, eval_step, beam_step, last_valid)
+        state, last_valid, final_step = _train(run, state, start, tx, schedule, eval_step,
+                                               beam_step, plateau)
+        results = _final_evaluation(run, state, final_step, eval_step, beam_step, last_valid)
         results["wall_seconds"] = time.time() - start_time  # This invocation (a resume: anew).
-        with open(results_path + ".tmp", "w") as f:
-            json.dump(tracking.json_safe(results), f, indent=2)
-        os.replace(results_path + ".tmp", results_path)  # Last: marks the run finished.
+        if writer:
+            with open(results_path + ".tmp", "w") as f:
+                json.dump(tracking.json_safe(results), f, indent=2)
+            os.replace(results_path + ".tmp", results_path)  # Last: marks the run finished.
         return results
 
 
@@ -237,15 +317,52 @@ def _check_log(run: _Run, rows: list[dict[str, Any]], start: int) -> None:
                         "those steps again.", run.tracker.path, last_row, start, start)
 
 
-def _train(run: _Run, state, start: int, tx, schedule, eval_step, beam_step):
-    """The training loop from `start` (the restored checkpoint's step, or 0).
+@dataclasses.dataclass
+class _Plateau:
+    """Early stopping on the mean valid BLEU over replicas: stop once `patience` evaluations in a
+    row have not beaten the best so far by more than `min_delta` BLEU (patience 0: never)."""
 
-    Returns the final state and, when this call ran it, the last step's evaluation of the whole
-    valid split (else None), so the final evaluation need not decode it again.
+    patience: int
+    min_delta: float
+    best: float = -math.inf
+    since_best: int = 0
+
+    def update(self, bleu: float) -> bool:
+        """Records one evaluation; returns whether training should stop."""
+        if bleu > self.best + self.min_delta:
+            self.best, self.since_best = bleu, 0
+        else:
+            self.since_best += 1
+        return self.stopped
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.patience) and self.since_best >= self.patience
+
+    @classmethod
+    def replay(cls, train_cfg, rows: list[dict[str, Any]], start: int) -> _Plateau:
+        """The state after the evaluations logged up to `start` (a resumed run goes on exactly)."""
+        plateau = cls(int(train_cfg.early_stop_patience), float(train_cfg.early_stop_min_delta))
+        by_step: dict[int, list[float]] = {}
+        for r in rows:
+            if r["split"] == "valid" and r["step"] <= start and r.get("bleu") is not None:
+                by_step.setdefault(r["step"], []).append(r["bleu"])
+        for step in sorted(by_step):
+            plateau.update(float(np.mean(by_step[step])))
+        return plateau
+
+
+def _train(run: _Run, state, start: int, tx, schedule, eval_step, beam_step, plateau: _Plateau):
+    """The training loop from `start` (the restored checkpoint's step, or 0) to num_steps, or to
+    an evaluation where `plateau` says stop.
+
+    Returns the final state, when this call ran it the last step's evaluation of the whole valid
+    split (else None), so the final evaluation need not decode it again, and the last step.
     """
     config, ckpts, tracker, seeds = run.config, run.ckpts, run.tracker, run.seeds
-    num_steps = run.derived.num_steps
-    train_step = steps.make_train_step(run.model, tx, config.train.label_smoothing)
+    num_steps, layout = run.derived.num_steps, run.layout
+    train_step = steps.make_train_step(run.model, tx, config.train.label_smoothing, layout)
+    several = layout.size > 1
     batches = data_lib.train_batches(run.data, data_lib.batch_sizes(config.data, run.data.buckets),
                                      seeds, start_step=start)
     progress = None
@@ -255,15 +372,20 @@ def _train(run: _Run, state, start: int, tx, schedule, eval_step, beam_step):
 
     window, window_start = [], time.time()
     last_valid = None
-    for step in range(start, num_steps):
-        state, step_metrics = train_step(state, next(batches))
+    done = start
+    for step in range(start, num_steps if not plateau.stopped else start):
+        batch = next(batches)
+        state, step_metrics = train_step(state, layout.train_batch(batch) if several else batch)
         window.append(step_metrics)
         done = step + 1
         if progress:
             progress.update(1)
+        if several and (done - start) % sharding.MAX_STEPS_IN_FLIGHT == 0:
+            jax.block_until_ready(step_metrics)
+        _maybe_stop(run, state, done)
         window_end = done % config.train.log_every == 0 or done == num_steps
         if window_end:
-            rows = _window_metrics(jax.device_get(window), time.time() - window_start,
+            rows = _window_metrics(layout.gather(window), time.time() - window_start,
                                    float(schedule(step)))
             bad = [s for s, r in zip(seeds, rows) if not np.isfinite(r["loss"])]
             if bad:
@@ -285,33 +407,65 @@ def _train(run: _Run, state, start: int, tx, schedule, eval_step, beam_step):
                                      subset=config.eval.valid_subset)
                 tracker.write(done, "valid", valid.metrics)
                 valid_bleu = float(np.mean([m["bleu"] for m in valid.metrics]))
-                if done == num_steps and not config.eval.valid_subset:
+                stop = plateau.update(valid_bleu)
+                if (done == num_steps or stop) and not config.eval.valid_subset:
                     last_valid = valid
                 logging.info("step %d: valid BLEU %.2f", done, valid_bleu)
             # A resume point only where a logging window ends, so that a resumed run logs
             # exactly the rows of an uninterrupted one (the best checkpoint is not one).
             ckpts.save(done, state, valid_bleu, last=window_end)
             window_start = time.time()  # Evaluation time is not training time.
+            if valid_bleu is not None and plateau.stopped:
+                logging.info("Stopping early at step %d: valid BLEU has not improved by more "
+                             "than %g for %d evaluations (best %.2f).", done, plateau.min_delta,
+                             plateau.patience, plateau.best)
+                break
     if progress:
         progress.close()
-    return state, last_valid
+    _maybe_stop(run, state, done, check_now=True)
+    return state, last_valid, done
 
 
-def _final_evaluation(run: _Run, state, eval_step, beam_step, last_valid=None) -> dict[str, Any]:
-    """Test and valid (all of each) with the final parameters, heatmaps, W&B samples.
+def _maybe_stop(run: _Run, state, done: int, check_now: bool = False) -> None:
+    """After a stop signal: checkpoint the state of step `done` (unless saved already), wait for
+    the write, and raise Preempted. With several processes they agree first (a collective, every
+    MAX_STEPS_IN_FLIGHT steps), so that all stop at the same step."""
+    if jax.process_count() > 1:
+        if not check_now and done % sharding.MAX_STEPS_IN_FLIGHT:
+            return
+        stopping = sharding.any_process(run.stop.signum is not None)
+    else:
+        stopping = run.stop.signum is not None
+    if not stopping:
+        return
+    if run.ckpts.latest_step() != done:
+        run.ckpts.save(done, state, None, last=True)
+    run.ckpts.wait()
+    raise Preempted(done, run.stop.signum or signal.SIGTERM)
+
+
+def _final_evaluation(run: _Run, state, final_step: int, eval_step, beam_step,
+                      last_valid=None) -> dict[str, Any]:
+    """Test and valid (all of each), heatmaps, W&B samples, with the parameters of the best
+    checkpoint by valid BLEU (eval.use_best; the best of the periodic evaluations) or the last.
 
     With beam search on, both splits are also decoded greedily (`*_greedy` in results.json and
     metrics.jsonl), so every run reports the beam's gain over greedy on the same parameters.
     """
-    data, seeds, num_steps = run.data, run.seeds, run.derived.num_steps
+    data, seeds, num_steps = run.data, run.seeds, final_step
+    params, evaluated_step = state.params, final_step
+    best_step = run.ckpts.best.best_step()
+    if run.config.eval.use_best and best_step is not None and best_step != final_step:
+        params, evaluated_step, last_valid = run.ckpts.restore(state, best=True).params, best_step, None
+        logging.info("Evaluating the best checkpoint by valid BLEU (step %d).", best_step)
     if last_valid is None:
-        last_valid = run.evaluate("valid", state.params, eval_step, beam_step)
-    out = {"valid": last_valid, "test": run.evaluate("test", state.params, eval_step, beam_step)}
+        last_valid = run.evaluate("valid", params, eval_step, beam_step)
+    out = {"valid": last_valid, "test": run.evaluate("test", params, eval_step, beam_step)}
     if beam_step is not None:
-        out.update({f"{split}_greedy": run.evaluate(split, state.params, eval_step, None)
+        out.update({f"{split}_greedy": run.evaluate(split, params, eval_step, None)
                     for split in ("valid", "test")})
     for split in out:
-        if split != "valid":
+        if split != "valid":  # Valid was logged by the periodic evaluations.
             run.tracker.write(num_steps, split, out[split].metrics)
     test_sp = data["test"]
     # The running example only exists in the embedded Hindi->English data.
@@ -320,14 +474,15 @@ def _final_evaluation(run: _Run, state, eval_step, beam_step, last_valid=None) -
     texts.update({f"test_{i}": test_sp.src_text[i]
                   for i in _heatmap_examples(data, run.config.eval.num_heatmaps)})
     # Decoded as the metrics are (beam search when it is on), so the pictures show those outputs.
-    translations = evaluate.translate_texts(data, eval_step, state.params, list(texts.values()),
+    translations = evaluate.translate_texts(data, eval_step, params, list(texts.values()),
                                             run.config.eval.batch_size, beam_step=beam_step,
                                             length_penalty=run.config.eval.length_penalty)
-    images = _draw_heatmaps(run.workdir, data, run.derived.model.scorer, texts, translations,
-                            seeds)
+    images = (_draw_heatmaps(run.workdir, data, run.derived.model.scorer, texts, translations,
+                             seeds) if sharding.is_writer() else {})
     results = {
         "scorer": run.derived.model.scorer, "hidden_size": run.config.model.hidden_size,
-        "flow": run.derived.model.flow, "num_steps": num_steps,
+        "flow": run.derived.model.flow, "num_steps": num_steps,  # Steps trained (early stop).
+        "max_steps": run.derived.num_steps, "evaluated_step": evaluated_step,
         "test": _mean_metrics(out["test"].metrics),
         "valid": _mean_metrics(out["valid"].metrics),
         **{split: _mean_metrics(out[split].metrics) for split in out if "greedy" in split},
@@ -375,6 +530,7 @@ def _main(argv):
     del argv
     if flags.FLAGS.workdir is None or flags.FLAGS.config is None:
         raise app.UsageError("--config and --workdir are required.")
+    sharding.initialize_distributed()
     results = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
     test = results["test"]
     print(json.dumps({"test_bleu": test["bleu"], "test_exact_match": test["exact_match"],
@@ -397,6 +553,9 @@ def main():
         sys.exit(f"error: {e.strerror}: {e.filename}; make it writable or choose another path.")
     except (ValueError, TrainingError, OSError) as e:
         sys.exit(f"error: {e}")
+    except Preempted as e:
+        print(f"attn_jax.train: {e}", file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model.input_feeding = True  # Luong flow: feed h~_{t-1} into the decoder RNN.
     model.dropout = 0.0  # Dropout on embeddings and before the output layer.
     model.dtype = "float32"  # Matmul dtype: 'float32' | 'bfloat16' (parameters, softmax, loss stay f32).
+    # How attention over all target positions at once (Luong flow without input feeding) is
+    # computed: 'xla' (plain; additive holds [B, T, S, A]) | 'chunked' (additive blockwise with an
+    # online softmax, any backend; dot family via jax.nn.dot_product_attention) | 'pallas' (fused
+    # additive kernel; GPU/TPU only). Values and gradients agree; README, "Attention kernels".
+    model.attention_impl = "xla"
 
     config.train = train = ml_collections.ConfigDict()
     train.seed = 0  # Base seed: parameter init and data order of replica 0.
@@ -84,6 +89,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     train.eval_every = 0
     train.checkpoint_every = 0
     train.keep_checkpoints = 2  # Recent checkpoints kept (the best by valid BLEU is kept too).
+    # Early stopping (the converged-comparison budget): stop once this many evaluations in a row
+    # have not beaten the best mean valid BLEU by more than early_stop_min_delta BLEU points;
+    # num_epochs / num_steps is then the cap. 0 = off (train to the end).
+    train.early_stop_patience = 0
+    train.early_stop_min_delta = 0.1  # BLEU points an evaluation must gain to count as progress.
 
     config.eval = ev = ml_collections.ConfigDict()
     ev.batch_size = 256  # Sentences per evaluation/decoding batch.
@@ -92,6 +102,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ev.length_penalty = 0.6  # Beam search GNMT length penalty alpha (>= 0; 0 = none).
     ev.valid_subset = 500  # Valid sentences decoded at periodic evaluations (0 = all).
     ev.num_heatmaps = 4  # Test sentences drawn as heatmaps at the end (plus the running example).
+    # Final valid/test metrics and heatmaps from the checkpoint with the best valid BLEU among
+    # the periodic evaluations (True), or from the last parameters (False). With K seeds: the
+    # best mean over seeds (one checkpoint for all; early stopping also follows the mean).
+    ev.use_best = True
+
+    # Devices (attn_jax/sharding.py): the global batch is fixed, so results do not depend on them.
+    config.mesh = mesh = ml_collections.ConfigDict()
+    mesh.data = -1  # Devices each batch's rows are split over; -1 = all not used by `seeds`.
+    mesh.seeds = 1  # Devices the train.num_seeds replicas are split over (divides num_seeds).
+    # CPU only: split the host into this many XLA devices (data parallelism over the cores: XLA
+    # runs a small model's matmuls on one thread per device). 0 = JAX's default (one device).
+    mesh.cpu_devices = 0
 
     config.logging = log = ml_collections.ConfigDict()
     log.wandb = "offline"  # 'offline' (default, no account) | 'online' | 'disabled'.

@@ -182,13 +182,19 @@ def test_cli_unknown_scorer_and_unknown_key(tmp_path):
     assert "Unknown config key 'model.scorr'" in result.stderr and "model.scorer" in result.stderr
 
 
-def test_vmapped_seeds_equal_separate_runs(tmp_path, tfds_dir, finished_run):
-    """K=2 replicas in one process == a seed-0 run and a seed-1 run (metrics to 1e-5)."""
-    seed0, _ = finished_run
+def test_vmapped_seeds_equal_separate_runs(tmp_path, tfds_dir):
+    """K=2 replicas in one process == a seed-0 run and a seed-1 run (metrics to 1e-5).
+
+    Final metrics from the last parameters: the best checkpoint (eval.use_best) and early
+    stopping follow the mean valid BLEU over the replicas, one choice for all of them."""
+    seed0 = str(tmp_path / "seed0")
     seed1 = str(tmp_path / "seed1")
     both = str(tmp_path / "both")
-    train.train_and_evaluate(tiny_config(tfds_dir, **{"train.seed": 1}), seed1)
-    results = train.train_and_evaluate(tiny_config(tfds_dir, **{"train.num_seeds": 2}), both)
+    last = {"eval.use_best": False}
+    train.train_and_evaluate(tiny_config(tfds_dir, **last), seed0)
+    train.train_and_evaluate(tiny_config(tfds_dir, **{"train.seed": 1, **last}), seed1)
+    results = train.train_and_evaluate(tiny_config(tfds_dir, **{"train.num_seeds": 2, **last}),
+                                       both)
     assert [s["seed"] for s in results["seeds"]] == [0, 1]
     keys = ("loss", "perplexity", "bleu", "exact_match", "aer")
     for seed, single in ((0, seed0), (1, seed1)):
@@ -339,7 +345,7 @@ def test_heatmaps_and_running_example_use_the_metrics_decoder(tmp_path, tfds_dir
     """With beam search on, the running example comes from beam search (here a stand-in that
     always says one fixed word), not from greedy decoding; the data summary is logged once."""
 
-    def make_beam_step(model, beam_size, extra_len):
+    def make_beam_step(model, beam_size, extra_len, layout=None):
         def step(params, src, alpha):  # steps.make_beam_step's outputs, one fixed hypothesis.
             k, (b, s) = jax.tree.leaves(params)[0].shape[0], src.shape
             tokens = np.zeros((k, b, s + extra_len), np.int32)
@@ -359,3 +365,54 @@ def test_heatmaps_and_running_example_use_the_metrics_decoder(tmp_path, tfds_dir
     assert results["running_example"]["hyp"] == example["hyp"] == example["tgt"][0]
     assert np.asarray(example["attention"]).shape == (2, 5)
     assert sum("train filtered" in r.getMessage() for r in caplog.records) == 1
+
+
+def _scripted_valid_bleu(monkeypatch, bleus):
+    """Periodic (subset) valid evaluations report the given BLEUs in turn (mean over replicas)."""
+    real = train.evaluate.run_split
+    script = iter(bleus)
+
+    def run_split(data, split, *args, subset=0, **kwargs):
+        out = real(data, split, *args, subset=subset, **kwargs)
+        if split == "valid" and subset:
+            bleu = next(script)
+            out.metrics = [{**m, "bleu": bleu} for m in out.metrics]
+        return out
+
+    monkeypatch.setattr(train.evaluate, "run_split", run_split)
+
+
+def test_early_stop_on_a_plateau_and_evaluate_the_best_checkpoint(tmp_path, tfds_dir,
+                                                                   monkeypatch):
+    # Evaluations every 6 steps report 5, 9, 7, 6: with patience 2 the run stops at step 24 of 36,
+    # and the final metrics come from the best checkpoint (step 12).
+    _scripted_valid_bleu(monkeypatch, [5.0, 9.0, 7.0, 6.0])
+    workdir = str(tmp_path / "early")
+    config = tiny_config(tfds_dir, **{"train.num_steps": 36, "train.early_stop_patience": 2,
+                                      "train.early_stop_min_delta": 0.0, "eval.valid_subset": 20})
+    results = train.train_and_evaluate(config, workdir)
+    assert (results["num_steps"], results["max_steps"], results["evaluated_step"]) == (24, 36, 12)
+    assert max(r["step"] for r in rows(workdir, "train")) == 24
+    assert [r["step"] for r in rows(workdir, "test")] == [24]
+    # The final evaluation used the step-12 parameters: its running example is theirs.
+    from attn_jax import translate
+    example = [train.EXAMPLE_SRC]
+    best = translate.Translator(workdir, best=True).translate(example)[0].text
+    assert results["running_example"]["hyp"] == best
+
+
+def test_early_stopped_run_resumes_without_training_further(tmp_path, tfds_dir, monkeypatch):
+    _scripted_valid_bleu(monkeypatch, [5.0, 9.0, 7.0, 6.0])
+    workdir = str(tmp_path / "early")
+    config = tiny_config(tfds_dir, **{"train.num_steps": 36, "train.early_stop_patience": 2,
+                                      "train.early_stop_min_delta": 0.0, "eval.valid_subset": 20})
+    def killed(*args, **kwargs):
+        raise Killed()
+
+    monkeypatch.setattr(train, "_final_evaluation", killed)
+    with pytest.raises(Killed):
+        train.train_and_evaluate(config, workdir)
+    monkeypatch.undo()
+    results = train.train_and_evaluate(config, workdir)  # Resumes at 24: stopped already.
+    assert (results["num_steps"], results["evaluated_step"]) == (24, 12)
+    assert max(r["step"] for r in rows(workdir, "train")) == 24

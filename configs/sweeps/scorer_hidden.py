@@ -14,9 +14,10 @@ Run locally from the repository root (2 trials at a time; rerun the same command
 
 W&B Sweeps and SLURM: see launch/README.md (the same 28 trials, same names, same workdirs).
 
-Expected runtime: set by FIXED["train.num_steps"] below; the step budget is chosen so the whole
-sweep fits in about an hour on 2 CPU cores with --parallel=2 (measured time and results:
-experiments/scorer_hidden/README.md).
+Budget: every trial trains to convergence under one rule (FIXED below: early stop on a
+valid-BLEU plateau, capped at 6 epochs; test metrics from the best checkpoint). On 2 CPU cores the
+whole grid takes hours, not the hour the 250-step budget of earlier versions fitted
+(experiments/scorer_hidden/README.md says which part was run and how long it took).
 Produces: runs/scorer_hidden/status.json and one workdir per trial, named like
 `scorer=dot,hidden_size=64`, holding config.json, metrics.jsonl, results.json (test/valid BLEU,
 exact match, AER and BLEU by source length, mean over seeds and per seed), attention heatmaps
@@ -30,17 +31,18 @@ from typing import Any
 from attn_jax.attention import SCORER_NAMES
 
 HIDDEN_SIZES = [32, 64, 128, 256]
-# Overrides shared by every trial (e.g. a shorter step budget for the sweep), as
-# {"train.num_steps": 2000}; every key must exist in the base config.
-# The budget: 250 steps of 64 sentences (a third of an epoch) per trial, so the 28 trials x 3
-# seeds fit in about an hour on 2 CPU cores; the comparison is between scorers at equal budget.
+# Overrides shared by every trial, as {"train.num_steps": 2000}; every key must exist in the base
+# config. The budget rule, the same for every scorer and size: train to convergence, i.e. up to
+# 6 epochs of 64 sentences, evaluating every 200 steps (a quarter epoch) on 500 valid sentences,
+# and stop once 3 evaluations in a row gain no more than 0.2 BLEU over the best; test metrics and
+# heatmaps then come from the best checkpoint by valid BLEU (eval.use_best).
 FIXED: dict[str, Any] = {
-    "train.num_steps": 250,
-    "train.warmup_steps": 25,
-    "train.learning_rate": 5e-3,
-    "train.log_every": 25,
-    "train.eval_every": 50,
-    "eval.valid_subset": 100,
+    "train.num_epochs": 6.0,
+    "train.early_stop_patience": 3,
+    "train.early_stop_min_delta": 0.2,
+    "train.log_every": 50,
+    "train.eval_every": 200,
+    "eval.valid_subset": 500,
     "eval.num_heatmaps": 1,
     "logging.progress_bar": False,
 }

@@ -1,0 +1,201 @@
+"""One code path for 1 device, N devices and N processes (attn_jax/sharding.py).
+
+Runs happen in worker processes (tests/sharding_worker.py) started with forced CPU host devices
+(XLA_FLAGS=--xla_force_host_platform_device_count=N) or as two jax.distributed processes; every
+run is configs/default.py:tiny for 20 steps with the same global batch of 16 sentences, so each
+must log the losses of the 1-device run.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from attn_jax import sharding
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(REPO, "tests", "sharding_worker.py")
+STEPS = {"train.num_steps": 20}
+
+
+def _env(devices: int | None, **extra) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if devices:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env.update(extra)
+    return env
+
+
+def _start(spec: dict, devices: int | None, **extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, WORKER, json.dumps(spec)], cwd=REPO,
+                            env=_env(devices, **extra), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _result(proc: subprocess.Popen, timeout: float = 900) -> dict:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # After jax.distributed, SIGTERM is ignored.
+        raise
+    assert proc.returncode == 0, err[-3000:]
+    line = [x for x in out.splitlines() if x.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def _rows(workdir: str) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _losses(workdir: str, split: str = "train") -> list[tuple[int, int, float]]:
+    return [(r["step"], r["seed"], r["loss"]) for r in _rows(workdir) if r["split"] == split]
+
+
+def _assert_same_losses(got: str, want: str) -> None:
+    for split in ("train", "valid", "test"):
+        g, w = _losses(got, split), _losses(want, split)
+        assert [x[:2] for x in g] == [x[:2] for x in w], split
+        np.testing.assert_allclose([x[2] for x in g], [x[2] for x in w], rtol=1e-5, atol=1e-6,
+                                   err_msg=split)
+
+
+@pytest.fixture(scope="module")
+def four_devices(tmp_path_factory):
+    """One 4-device worker: the 1-device reference and the data=4 / seeds=4 layouts, plus a
+    data=4 run stopped by SIGTERM during step 8."""
+    root = tmp_path_factory.mktemp("mesh")
+    tfds = str(root / "tfds")
+    runs = {
+        "one": {"overrides": {**STEPS, "mesh.data": 1}},
+        "data4": {"overrides": {**STEPS, "mesh.data": 4}},
+        "k4_one": {"overrides": {**STEPS, "train.num_seeds": 4, "mesh.data": 1}},
+        "seeds4": {"overrides": {**STEPS, "train.num_seeds": 4, "mesh.seeds": 4,
+                                 "mesh.data": 1}},
+        "stopped": {"overrides": {**STEPS, "mesh.data": 4}, "sigterm_at": 8},
+    }
+    for name, run in runs.items():
+        run["workdir"] = str(root / name)
+    results = _result(_start({"tfds_dir": tfds, "runs": runs}, devices=4))
+    return {name: run["workdir"] for name, run in runs.items()}, results, tfds
+
+
+def test_data_axis_equals_one_device(four_devices):
+    workdirs, results, _ = four_devices
+    _assert_same_losses(workdirs["data4"], workdirs["one"])
+    assert results["data4"]["test"]["bleu"] == pytest.approx(results["one"]["test"]["bleu"])
+
+
+def test_seeds_axis_equals_vmapped_seeds_on_one_device(four_devices):
+    workdirs, results, _ = four_devices
+    _assert_same_losses(workdirs["seeds4"], workdirs["k4_one"])
+    assert {r["seed"] for r in _rows(workdirs["seeds4"])} == {0, 1, 2, 3}
+    # Replica 0 of K = 4 is the K = 1 run.
+    np.testing.assert_allclose([x[2] for x in _losses(workdirs["seeds4"]) if x[1] == 0],
+                               [x[2] for x in _losses(workdirs["one"])], rtol=1e-5)
+
+
+def test_sigterm_checkpoints_and_a_data4_checkpoint_resumes_on_one_device(four_devices):
+    workdirs, results, tfds = four_devices
+    stopped = workdirs["stopped"]
+    assert results["stopped"] == {"preempted_at": 8}
+    assert sorted(os.listdir(os.path.join(stopped, "checkpoints", "last")))[-1] == "8"
+    assert not os.path.exists(os.path.join(stopped, "results.json"))
+    resumed = _result(_start({"tfds_dir": tfds, "runs": {"stopped": {
+        "workdir": stopped, "overrides": {**STEPS, "mesh.data": 1}}}}, devices=None))
+    # Rows of the window cut by the stop average fewer steps; evaluations and results match.
+    for split in ("valid", "test"):
+        g, w = _losses(stopped, split), _losses(workdirs["one"], split)
+        np.testing.assert_allclose([x[2] for x in g], [x[2] for x in w], rtol=1e-5)
+    assert resumed["stopped"]["test"]["bleu"] == pytest.approx(results["one"]["test"]["bleu"])
+    assert resumed["stopped"]["test"]["loss"] == pytest.approx(results["one"]["test"]["loss"],
+                                                               rel=1e-5)
+    train_steps = [x[0] for x in _losses(stopped)]
+    assert train_steps == sorted(set(train_steps))  # Nothing logged twice.
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_of_two_devices_equal_one_device(four_devices, tmp_path):
+    workdirs, results, tfds = four_devices
+    workdir = str(tmp_path / "two_processes")
+    spec = {"tfds_dir": tfds, "runs": {"mp": {"workdir": workdir, "overrides": {**STEPS}}}}
+    port = str(_free_port())
+    procs = [_start(spec, devices=2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                    JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)) for i in range(2)]
+    try:
+        out = [_result(p) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    _assert_same_losses(workdir, workdirs["one"])
+    assert out[0]["mp"]["test"]["bleu"] == pytest.approx(results["one"]["test"]["bleu"])
+    assert out[1]["mp"]["test"] == out[0]["mp"]["test"]  # Both computed the metrics...
+    steps = [(r["step"], r["split"]) for r in _rows(workdir)]
+    assert len(steps) == len(set(steps))  # ...but only process 0 wrote them.
+
+
+def test_sigterm_from_outside_exits_143_soon_with_a_checkpoint(tmp_path):
+    workdir = tmp_path / "cli"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "attn_jax.train", "--config=configs/default.py:tiny",
+         f"--workdir={workdir}", "--config.train.num_steps=100000",
+         "--config.train.eval_every=99999", "--config.train.log_every=3"],
+        cwd=REPO, env=_env(None), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 600
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.5)
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert time.time() - sent < 30
+    assert proc.returncode == 143, err[-3000:]
+    assert "stopped by SIGTERM at step" in err
+    step = int(err.split("stopped by SIGTERM at step ")[1].split(";")[0])
+    assert sorted(int(s) for s in os.listdir(workdir / "checkpoints" / "last"))[-1] == step
+
+
+@pytest.mark.parametrize("data, seeds, devices, k, match", [
+    (5, 1, 4, 1, "asks for seeds=1 x data=5"),
+    (-1, 3, 4, 3, "does not divide the 4 devices"),
+    (1, 2, 4, 3, "does not divide train.num_seeds"),
+    (0, 1, 4, 1, "use seeds >= 1 and data >= 1"),
+])
+def test_impossible_meshes_are_refused(data, seeds, devices, k, match):
+    with pytest.raises(ValueError, match=match):
+        sharding.mesh_shape(data, seeds, devices, k)
+
+
+def test_batch_sizes_must_split_over_the_data_axis():
+    layout = sharding.Layout(jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1),
+                                               (sharding.SEEDS, sharding.DATA)))
+    sharding.check_batch_sizes(layout, (16, 8), 256)  # One device: anything splits.
+    fake = type("Fake", (), {"data_size": 4})()
+    with pytest.raises(ValueError, match="do not split over mesh.data=4"):
+        sharding.check_batch_sizes(fake, (16, 6), 256)
+    with pytest.raises(ValueError, match="eval.batch_size=250"):
+        sharding.check_batch_sizes(fake, (16, 8), 250)
+
+
+def test_mesh_shape_fills_the_data_axis():
+    assert sharding.mesh_shape(-1, 1, 4, 1) == (1, 4)
+    assert sharding.mesh_shape(-1, 2, 4, 2) == (2, 2)
+    assert sharding.mesh_shape(2, 1, 4, 1) == (1, 2)
