@@ -51,21 +51,24 @@ FIXED: dict[str, Any] = {
 def get_sweep(arg: str | None = None) -> dict[str, Any]:
     """The sweep as plain data, expanded identically by every launcher (launch.sweep.expand).
 
-    arg: None, or 'tiny' for a smoke test of the launchers (--sweep=...scorer_hidden.py:tiny):
-    the `configs/default.py:tiny` base run, hidden sizes 16 and 32, 2 seeds (14 trials, seconds
-    each).
+    arg: None (the full grid), 'h128' (the hidden-128 column with seed 0 only: 7 trials, the part
+    of the converged grid that fits in well under an hour on 2 CPU cores), or 'tiny' for a smoke
+    test of the launchers (--sweep=...scorer_hidden.py:tiny): the `configs/default.py:tiny` base
+    run, hidden sizes 16 and 32, 2 seeds (14 trials, seconds each).
     """
-    if arg not in (None, "tiny"):
-        raise ValueError(f"configs/sweeps/scorer_hidden.py: unknown argument {arg!r}; valid: 'tiny'.")
+    if arg not in (None, "tiny", "h128"):
+        raise ValueError(f"configs/sweeps/scorer_hidden.py: unknown argument {arg!r}; valid: "
+                         "'h128', 'tiny'.")
     tiny = arg == "tiny"
+    hidden = [16, 32] if tiny else [128] if arg == "h128" else list(HIDDEN_SIZES)
     return {
-        "name": "scorer_hidden_tiny" if tiny else "scorer_hidden",  # Default dir: runs/<name>.
+        "name": {None: "scorer_hidden", "tiny": "scorer_hidden_tiny", "h128": "scorer_h128"}[arg],
         "base_config": "configs/default.py:tiny" if tiny else "configs/default.py",  # --config.
         "axes": {  # The grid; the first axis varies slowest.
             "model.scorer": list(SCORER_NAMES),  # Every registered scorer.
-            "model.hidden_size": [16, 32] if tiny else list(HIDDEN_SIZES),
+            "model.hidden_size": hidden,
         },
         # Seeds base..base+count-1 (vmapped in one process by default).
-        "seeds": {"base": 0, "count": 2 if tiny else 3},
+        "seeds": {"base": 0, "count": 2 if tiny else 1 if arg == "h128" else 3},
         "fixed": {} if tiny else dict(FIXED),
     }
