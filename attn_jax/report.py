@@ -13,9 +13,10 @@ into `--out_dir` (default SWEEP_DIR/plots), each figure as PNG and PDF:
   aer                 test AER per scorer (bars); `none` has no attention and is omitted
   running_example     attention heatmaps of the running example, one panel per scorer
   learning_curves     valid BLEU vs step per scorer
+  aer_curves          valid AER vs step per scorer (alignment emerging without supervision)
   tables.md/.tex      scorer x hidden size: test BLEU, AER, perplexity as "mean ± std"
 
-Figures 2, 3, 4 and 5 use one hidden size: `--hidden_size`, default the largest present.
+Figures 2 to 6 use one hidden size: `--hidden_size`, default the largest present.
 Statistics are over seeds (results.json "seeds", pooled over trials sharing scorer and hidden
 size); std is the sample standard deviation (ddof=1), shown only when there are >= 2 seeds.
 Every scorer keeps one colour in every figure (`SCORER_COLORS`); heatmaps are drawn as
@@ -405,25 +406,38 @@ def learning_curve(trials: Iterable[Trial], split: str = "valid", key: str = "bl
     return steps, np.array([m for m, _, _ in stats]), np.array([sd for _, sd, _ in stats])
 
 
-def plot_learning_curves(trials: Sequence[Trial], out_dir: Path, hidden_size: int) -> list[Path]:
-    """Figure 5: valid BLEU vs training step, one line per scorer (mean over seeds, band = std)."""
+def _curves(trials: Sequence[Trial], out_dir: Path, hidden_size: int, key: str, label: str,
+            name: str, skip: Sequence[str] = ()) -> list[Path]:
+    """Valid `key` vs training step, one line per scorer (mean over seeds, band = std)."""
     fig = plots.new_figure()
     ax = fig.add_subplot()
     for (scorer, _), group in group_trials(t for t in trials if t.hidden_size == hidden_size).items():
-        steps, mean, std = learning_curve(group)
-        if steps.size == 0:
+        steps, mean, std = learning_curve(group, key=key)
+        if steps.size == 0 or scorer in skip:
             continue
         color = scorer_color(scorer)
         ax.plot(steps, mean, color=color, label=scorer, marker="." if steps.size < 30 else None,
                 linestyle="--" if scorer == "none" else "-")
         ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
     ax.set_xlabel("training step")
-    ax.set_ylabel("valid BLEU")
-    ax.set_title(f"Learning curves, hidden size {hidden_size} (mean over seeds, band = ± std)", fontsize=10)
+    ax.set_ylabel(label)
+    ax.set_title(f"{label} during training, hidden size {hidden_size} (mean over seeds, band = "
+                 "± std)", fontsize=10)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         _legend(ax)
-    return _save(fig, out_dir, "learning_curves")
+    return _save(fig, out_dir, name)
+
+
+def plot_learning_curves(trials: Sequence[Trial], out_dir: Path, hidden_size: int) -> list[Path]:
+    """Figure 5: valid BLEU vs training step, one line per scorer (mean over seeds, band = std)."""
+    return _curves(trials, out_dir, hidden_size, "bleu", "valid BLEU", "learning_curves")
+
+
+def plot_aer_curves(trials: Sequence[Trial], out_dir: Path, hidden_size: int) -> list[Path]:
+    """Figure 6: valid AER vs training step per scorer: alignment emerging with no alignment
+    supervision (`none` has no attention and is omitted)."""
+    return _curves(trials, out_dir, hidden_size, "aer", "valid AER", "aer_curves", skip=("none",))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,6 +534,7 @@ def make_all(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = N
     paths += plot_aer(trials, out, size)
     paths += plot_running_example(trials, out, size)
     paths += plot_learning_curves(trials, out, size)
+    paths += plot_aer_curves(trials, out, size)
     paths += write_tables(trials, out, skipped)
     return paths
 

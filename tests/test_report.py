@@ -20,7 +20,8 @@ HIDDEN_SIZES = (32, 64)
 SEEDS = (0, 1)
 SRC = ["mai", "ghar", "ja", "raha", "hoon"]
 TGT = ["i", "am", "going", "home"]
-FIGURES = ("bleu_vs_hidden", "bleu_by_length", "aer", "running_example", "learning_curves")
+FIGURES = ("bleu_vs_hidden", "bleu_by_length", "aer", "running_example", "learning_curves",
+           "aer_curves")
 
 
 def _test_metrics(scorer: str, hidden: int, seed: int) -> dict:
@@ -144,6 +145,11 @@ def test_learning_curve_mean_and_std(sweep):
     np.testing.assert_array_equal(steps, [100, 200])
     np.testing.assert_allclose(mean, [5.5, 11.0])
     np.testing.assert_allclose(std, [np.sqrt(0.5), np.sqrt(2.0)])
+    # The AER curve (figure aer_curves): valid AER of additive h64 seeds 0, 1 = 0.2, 0.3 each step.
+    steps, mean, _ = report.learning_curve(trials, key="aer")
+    np.testing.assert_allclose(mean, [0.25, 0.25])
+    none = [t for t in report.load_sweep(sweep) if t.scorer == "none"]
+    assert report.learning_curve(none, key="aer")[0].size == 0  # No attention, no AER rows.
 
 
 def test_running_example_file_picks_first_seed(sweep):
