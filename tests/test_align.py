@@ -7,15 +7,14 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
 from attn_jax import align, checkpoint, evaluate, models, steps, synthetic
-from attn_jax import config as config_lib
 from attn_jax import data as data_lib
 from attn_jax.config import load_config_file
 from attn_jax.tokens import EOS, PAD
+from tests.run_helpers import random_run_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -199,17 +198,8 @@ def run(tmp_path_factory):
     config = load_config_file(os.path.join(REPO, "configs/default.py:tiny"))
     config.data.tfds_dir = str(tmp_path_factory.mktemp("tfds"))
     data = data_lib.load(config.data, workdir)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(json.loads(config.to_json()), f)
-    derived = config_lib.derive(config, src_vocab_size=data.src_vocab.size,
-                                tgt_vocab_size=data.tgt_vocab.size, steps_per_epoch=1)
-    model = models.Seq2Seq(derived.model)
-    tx, _ = steps.make_optimizer(config.train, derived.num_steps)
-    abstract = jax.eval_shape(lambda: steps.init_state(model, tx, derived.seeds, 24, 24))
-    rng = np.random.default_rng(0)
-    state = jax.tree.map(lambda x: (0.5 * rng.normal(size=x.shape)).astype(x.dtype)
-                         if np.issubdtype(x.dtype, np.floating) else np.zeros(x.shape, x.dtype),
-                         abstract)
+    model, state = random_run_state(workdir, config, data.src_vocab.size, data.tgt_vocab.size,
+                                    scale=0.5)
     ckpts = checkpoint.Checkpoints(workdir, 2)
     ckpts.save(3, state)
     ckpts.close()

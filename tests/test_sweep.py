@@ -27,6 +27,7 @@ if str(REPO) not in sys.path:  # `launch` is run from the repository root, not i
 from attn_jax import attention  # noqa: E402
 from attn_jax import config as config_lib  # noqa: E402
 from launch import local, slurm, sweep, wandb_sweep  # noqa: E402
+from tests.run_helpers import wandb_records  # noqa: E402
 
 SCORERS = list(attention.SCORER_NAMES)
 SIZES = [32, 64, 128, 256]
@@ -532,15 +533,6 @@ def agent_argv(cfg: dict, point: dict) -> list[str]:
     return [a for part in cfg["command"] for a in subs.get(part, [part])]
 
 
-def _wandb_records(run_dir: str) -> list[dict]:
-    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", run_dir],
-                         capture_output=True, text=True, timeout=120)
-    if out.returncode != 0 and "No such command" in out.stderr + out.stdout:
-        pytest.skip("this wandb has no `wandb leet inspect` (wandb 0.31 has)")
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-
-
 @pytest.mark.slow
 def test_wandb_route_vmapped_seeds_tiny_grid_end_to_end_offline(tmp_path):
     """The W&B route with --seeds_mode=vmap, as `wandb agent` runs it (WANDB_SWEEP_ID and one
@@ -575,7 +567,7 @@ def test_wandb_route_vmapped_seeds_tiny_grid_end_to_end_offline(tmp_path):
         (run_dir,) = (workdir / "wandb" / "wandb").glob("offline-run-*")
         assert run_dir.name.endswith(f"-agentrun{i}")  # The agent's run, and only it.
         history: dict = {}
-        for r in _wandb_records(str(run_dir)):
+        for r in wandb_records(str(run_dir)):
             if r["type"] == "history":
                 history.setdefault(r["history"]["step"]["num"], {}).update(r["history"]["item"])
         valid = {r["seed"]: r["bleu"] for r in rows if r["split"] == "valid" and r["step"] == 6}

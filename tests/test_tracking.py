@@ -10,13 +10,12 @@ import contextlib
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from attn_jax import tracking
+from tests.run_helpers import wandb_records
 
 CONFIG = {"model": {"scorer": "dot", "hidden_size": 16, "flow": "luong"}}
 _WANDB_VARS = ("WANDB_MODE", "WANDB_DIR", "WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_TAGS",
@@ -41,15 +40,6 @@ def wandb_env(tmp_path, monkeypatch):
 
 def offline_dirs(root) -> list[str]:
     return sorted(glob.glob(os.path.join(str(root), "offline-run-*")))
-
-
-def records(run_dir: str) -> list[dict]:
-    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", run_dir],
-                         capture_output=True, text=True, timeout=120)
-    if out.returncode != 0 and "No such command" in out.stderr + out.stdout:
-        pytest.skip("this wandb has no `wandb leet inspect`")
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
 def history(recs) -> dict[int, dict]:
@@ -141,7 +131,7 @@ def test_vmapped_seeds_under_a_sweep_agent_log_to_the_agents_one_run(tmp_path, w
     dirs = offline_dirs(workdir / "wandb" / "wandb")
     assert [d.rsplit("-", 1)[1] for d in dirs] == ["agentrun1"]
     assert not (workdir / "wandb_ids.json").exists()  # The agent owns the id.
-    recs = records(dirs[0])
+    recs = wandb_records(dirs[0])
     assert history(recs) == {
         3: {"train/loss": 4.0, "seed5/train/loss": 3.0, "seed6/train/loss": 5.0,
             "valid/bleu": 20.0, "seed5/valid/bleu": 10.0, "seed6/valid/bleu": 30.0},
@@ -178,7 +168,7 @@ def test_offline_resume_continues_the_same_run_in_one_directory(tmp_path, wandb_
         first.write(6, "valid", [{"bleu": 2.0, "loss": 9.0}])  # After the last checkpoint.
         raise Preempted()
     (first_dir,) = offline_dirs(root)
-    assert exit_code(records(first_dir)) == 143
+    assert exit_code(wandb_records(first_dir)) == 143
     run_id = json.loads((workdir / "wandb_ids.json").read_text())["run"]
     assert first_dir.endswith(run_id)
 
@@ -189,7 +179,7 @@ def test_offline_resume_continues_the_same_run_in_one_directory(tmp_path, wandb_
     second.close()
     (only,) = offline_dirs(root)  # The first directory was replaced, not kept beside it.
     assert only != first_dir and only.endswith(run_id)
-    recs = records(only)
+    recs = wandb_records(only)
     assert history(recs) == {3: {"valid/bleu": 40.0, "valid/loss": 1.0},
                              6: {"valid/bleu": 30.0, "valid/loss": 0.5}}
     assert summary(recs)["valid/bleu"] == {"max": 40.0} and exit_code(recs) == 0
@@ -202,7 +192,7 @@ def test_offline_resume_continues_the_same_run_in_one_directory(tmp_path, wandb_
     third.close()
     dirs = offline_dirs(root)
     assert len(dirs) == 2 and only in dirs
-    assert history(records([d for d in dirs if d != only][0])) == {}
+    assert history(wandb_records([d for d in dirs if d != only][0])) == {}
 
 
 def test_user_settings_and_environment_take_precedence(tmp_path, wandb_env, monkeypatch):
@@ -218,7 +208,7 @@ def test_user_settings_and_environment_take_precedence(tmp_path, wandb_env, monk
     tracker.close()
     (run_dir,) = offline_dirs(other / "wandb")  # The user's WANDB_DIR, not the workdir.
     assert not (workdir / "wandb" / "wandb").exists()
-    assert run_record(records(run_dir))["job_type"] == "finetune"
+    assert run_record(wandb_records(run_dir))["job_type"] == "finetune"
     assert os.environ["WANDB_CONFIG_DIR"] == str(wandb_env)  # The settings dir is not moved.
 
     monkeypatch.setenv("WANDB_MODE", "disabled")

@@ -4,21 +4,18 @@ warning, and one-line errors for bad workdirs, paths and flags."""
 
 import contextlib
 import io
-import json
 import os
 import subprocess
 import sys
 
-import jax
-import numpy as np
 import pytest
 
-from attn_jax import checkpoint, models, steps, translate
-from attn_jax import config as config_lib
+from attn_jax import checkpoint, translate
 from attn_jax import vocab as vocab_lib
 from attn_jax.config import load_config_file
 from attn_jax.sources import Pair
 from attn_jax.tokens import BOS, EOS, PAD
+from tests.run_helpers import random_run_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_LEN = 24 + 10  # The tiny config's first bucket + eval.max_decode_extra.
@@ -35,18 +32,8 @@ def run_dir(tmp_path_factory):
     pairs = [Pair("mai ghar ja raha hoon", "i am going home"),
              Pair("vah ghar ja rahi hai", "she is going home")]
     src_vocab, tgt_vocab = vocab_lib.load_or_build_vocabs(config.data, workdir, pairs, {})
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(json.loads(config.to_json()), f)
-    derived = config_lib.derive(config, src_vocab_size=src_vocab.size,
-                                tgt_vocab_size=tgt_vocab.size, steps_per_epoch=1)
-    model = models.Seq2Seq(derived.model)
-    tx, _ = steps.make_optimizer(config.train, derived.num_steps)
     # Random parameters in the shapes of the state (no initialisation to compile).
-    abstract = jax.eval_shape(lambda: steps.init_state(model, tx, derived.seeds, 24, 24))
-    rng = np.random.default_rng(0)
-    state = jax.tree.map(lambda x: (0.3 * rng.normal(size=x.shape)).astype(x.dtype)
-                         if np.issubdtype(x.dtype, np.floating) else np.zeros(x.shape, x.dtype),
-                         abstract)
+    _, state = random_run_state(workdir, config, src_vocab.size, tgt_vocab.size, scale=0.3)
     state.params["output"]["bias"][:, [PAD, BOS, EOS]] = -1e9
     ckpts = checkpoint.Checkpoints(workdir, 2)
     ckpts.save(3, state)

@@ -1,0 +1,43 @@
+"""Helpers shared by the tests that build a run folder by hand or read its W&B files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from attn_jax import config as config_lib
+from attn_jax import models, steps
+
+
+def random_run_state(workdir: str, config, src_vocab_size: int, tgt_vocab_size: int,
+                     scale: float, length: int = 24):
+    """Writes WORKDIR/config.json and returns (model, state): a training state of `config`'s
+    shapes filled with N(0, scale^2) floats (zeros elsewhere), nothing initialised or compiled."""
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(json.loads(config.to_json()), f)
+    derived = config_lib.derive(config, src_vocab_size=src_vocab_size,
+                                tgt_vocab_size=tgt_vocab_size, steps_per_epoch=1)
+    model = models.Seq2Seq(derived.model)
+    tx, _ = steps.make_optimizer(config.train, derived.num_steps)
+    abstract = jax.eval_shape(lambda: steps.init_state(model, tx, derived.seeds, length, length))
+    rng = np.random.default_rng(0)
+    state = jax.tree.map(lambda x: (scale * rng.normal(size=x.shape)).astype(x.dtype)
+                         if np.issubdtype(x.dtype, np.floating) else np.zeros(x.shape, x.dtype),
+                         abstract)
+    return model, state
+
+
+def wandb_records(run_dir: str) -> list[dict]:
+    """The records of an offline W&B run folder (`wandb leet inspect`; skips on older wandb)."""
+    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", run_dir],
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode != 0 and "No such command" in out.stderr + out.stdout:
+        pytest.skip("this wandb has no `wandb leet inspect` (wandb 0.31 has)")
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
