@@ -125,9 +125,6 @@ class Layout:
         """A state with leaves [K, ...]: replicas over `seeds`, replicated over `data`."""
         return self._put(jax.device_get(state), P(SEEDS))
 
-    def state_sharding(self) -> NamedSharding:
-        return NamedSharding(self.mesh, P(SEEDS))
-
     def train_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """[K, B, L] arrays: replicas over `seeds`, rows over `data` (B % data == 0)."""
         return self._put({k: v for k, v in batch.items() if k != "index"}, P(SEEDS, DATA))
