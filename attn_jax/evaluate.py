@@ -10,6 +10,10 @@ the gold sure/possible links (Och & Ney 2003). Gold links index whitespace words
 vocabulary the attention is first summed over the tokens of each source word and averaged over
 the tokens of each target word (`metrics.word_alignment`). Defined only where the data has gold
 alignments (the embedded synthetic data) and the model attends (scorer != none); otherwise None.
+
+Attention entropy (any data, scorer != none): the mean over real target tokens of the entropy of
+the teacher-forced attention over the real source tokens, relative to uniform
+(`metrics.attention_entropy`: 1 = uniform, 0 = one position), so one can watch attention sharpen.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from absl import logging
 
 from attn_jax import data as data_lib
 from attn_jax import metrics
+from attn_jax.tokens import PAD
 
 # (params [K...], src [B, L]) -> host arrays tokens [K, B, L'], attention [K, B, L', S],
 # lengths [K, B].
@@ -81,6 +86,7 @@ def run_split(data: data_lib.Data, split: str, eval_step, params, *, batch_size:
     decode = decoder(eval_step, beam_step, length_penalty)
     word_maps = _word_maps(data, sp, n) if attends and sp.sure is not None else None
     nll = np.zeros(num_seeds)
+    entropy, entropy_tokens = np.zeros(num_seeds), 0
     weight = 0.0
     hyps = [[""] * n for _ in range(num_seeds)]
     predicted = [[set() for _ in range(n)] for _ in range(num_seeds)]
@@ -92,6 +98,11 @@ def run_split(data: data_lib.Data, split: str, eval_step, params, *, batch_size:
         out = decode(params, batch["src"])
         live = np.array([r for r, _ in rows])
         weight += float(scored["weight"][0, live].sum())
+        if attends:
+            tgt_mask = batch["tgt_out"][live] != PAD
+            entropy += metrics.attention_entropy(
+                scored["forced_attention"][:, live], (batch["src"][live] != PAD).sum(-1), tgt_mask)
+            entropy_tokens += int(tgt_mask.sum())
         for k in range(num_seeds):
             nll[k] += float(scored["nll"][k, live].sum())
             for r, i in rows:
@@ -111,6 +122,7 @@ def run_split(data: data_lib.Data, split: str, eval_step, params, *, batch_size:
                "exact_match": metrics.exact_match(hyps[k], refs),
                "bleu_by_length": metrics.bleu_by_length(hyps[k], refs, src_lengths),
                "bleu_signature": signature, "num_sentences": n}
+        row["attention_entropy"] = entropy[k] / max(entropy_tokens, 1) if attends else None
         row["aer"] = (metrics.aer(predicted[k], [set(s) for s in sp.sure[:n]],
                                   [set(p) for p in sp.possible[:n]])
                       if word_maps is not None else None)

@@ -205,6 +205,28 @@ def word_alignment(attention: np.ndarray, src_word: Sequence[int],
     return argmax_alignment(words, num_src, num_tgt)
 
 
+def attention_entropy(attention: np.ndarray, src_len: np.ndarray,
+                      tgt_mask: np.ndarray) -> np.ndarray:
+    """How spread out attention is: per replica, the sum over real target positions of the
+    entropy of α_t over the real source positions divided by its maximum, log(src_len) (0 =
+    all weight on one position, 1 = uniform). Divide by tgt_mask.sum() for the mean.
+
+    Args:
+      attention: [K, B, T, S] weights, zero at padded source positions.
+      src_len: [B] real source positions per row.
+      tgt_mask: [B, T] True at real target positions (EOS included).
+
+    Returns:
+      [K] sums; a row with one source position counts 0 (its attention cannot spread).
+    """
+    attention = np.asarray(attention, np.float64)
+    plogp = np.where(attention > 0, attention * np.log(np.maximum(attention, 1e-300)), 0.0)
+    entropy = -plogp.sum(-1)  # [K, B, T]
+    most = np.log(np.maximum(np.asarray(src_len), 2))[None, :, None]
+    relative = np.where(np.asarray(src_len)[None, :, None] > 1, entropy / most, 0.0)
+    return (relative * np.asarray(tgt_mask)[None]).sum(axis=(1, 2))
+
+
 def _as_links(links: Iterable[Sequence[int]]) -> set[Link]:
     return {(int(s), int(t)) for s, t in links}
 

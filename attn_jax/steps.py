@@ -71,7 +71,10 @@ def init_state(model: models.Seq2Seq, tx: optax.GradientTransformation, seeds, s
                           key=jax.random.key_data(jax.random.fold_in(key, 1)))
 
     replicas = [one(jnp.uint32(seed)) for seed in seeds]
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *replicas)
+    state = jax.tree.map(lambda *xs: jnp.stack(xs), *replicas)
+    # Committed to its device, as a restored checkpoint is: jit caches committed and uncommitted
+    # arguments apart, so evaluating restored parameters would otherwise compile every shape again.
+    return jax.device_put(state, jax.local_devices()[0])
 
 
 def extent(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:

@@ -217,6 +217,10 @@ class _Run:
     tracker: tracking.Tracker | _NoTracker
     layout: sharding.Layout
     stop: _StopSignals
+    # Where this invocation's wall time went (results.json "seconds"): data, setup (model,
+    # state, checkpoint, tracker), train (the steps, their compiles included), evaluation (the
+    # periodic ones and checkpoint saves), final (the final evaluation and heatmaps).
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -254,6 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         data = data_lib.load(config.data, workdir)  # Logs its own summary.
         if writer:
             sharding.barrier("data prepared")
+        data_done = time.time()
         derived = config_lib.derive(
             config, src_vocab_size=data.src_vocab.size, tgt_vocab_size=data.tgt_vocab.size,
             steps_per_epoch=data_lib.steps_per_epoch(data, sizes))
@@ -276,7 +281,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             tracker = _NoTracker(workdir)
         stack.callback(tracker.close)
         stop = stack.enter_context(_StopSignals())
-        run = _Run(config, workdir, data, derived, model, ckpts, tracker, layout, stop)
+        run = _Run(config, workdir, data, derived, model, ckpts, tracker, layout, stop,
+                   seconds={"data": data_done - start_time, "evaluation": 0.0})
         if start:
             logging.info("Resumed from the checkpoint at step %d.", start)
         logged = tracker.truncate(start)
@@ -287,10 +293,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         beam_step = (steps.make_beam_step(model, config.eval.beam_size,
                                           config.eval.max_decode_extra, layout)
                      if config.eval.beam_size > 1 else None)
+        run.seconds["setup"] = time.time() - data_done
+        train_start = time.time()
         state, last_valid, final_step = _train(run, state, start, tx, schedule, eval_step,
                                                beam_step, plateau)
+        final_start = time.time()
+        run.seconds["train"] = final_start - train_start - run.seconds["evaluation"]
         results = _final_evaluation(run, state, final_step, eval_step, beam_step, last_valid)
+        run.seconds["final"] = time.time() - final_start
         results["wall_seconds"] = time.time() - start_time  # This invocation (a resume: anew).
+        results["seconds"] = {k: round(v, 1) for k, v in run.seconds.items()}
         if writer:
             with open(results_path + ".tmp", "w") as f:
                 json.dump(tracking.json_safe(results), f, indent=2)
@@ -401,6 +413,7 @@ def _train(run: _Run, state, start: int, tx, schedule, eval_step, beam_step, pla
             window, window_start = [], time.time()
         evaluate_now = done % run.derived.eval_every == 0 or done == num_steps
         if evaluate_now or done % run.derived.checkpoint_every == 0:
+            eval_start = time.time()
             valid_bleu = None
             if evaluate_now:
                 valid = run.evaluate("valid", state.params, eval_step, beam_step,
@@ -415,6 +428,7 @@ def _train(run: _Run, state, start: int, tx, schedule, eval_step, beam_step, pla
             # exactly the rows of an uninterrupted one (the best checkpoint is not one).
             ckpts.save(done, state, valid_bleu, last=window_end)
             window_start = time.time()  # Evaluation time is not training time.
+            run.seconds["evaluation"] += window_start - eval_start
             if valid_bleu is not None and plateau.stopped:
                 logging.info("Stopping early at step %d: valid BLEU has not improved by more "
                              "than %g for %d evaluations (best %.2f).", done, plateau.min_delta,
@@ -536,11 +550,13 @@ def _main(argv):
     print(json.dumps({"test_bleu": test["bleu"], "test_exact_match": test["exact_match"],
                       "test_aer": test["aer"], "test_perplexity": test["perplexity"],
                       "running_example": results.get("running_example", {}).get("hyp"),
-                      "wall_seconds": results.get("wall_seconds")}, indent=1))
+                      "wall_seconds": results.get("wall_seconds"),
+                      "seconds": results.get("seconds")}, indent=1))
 
 
 def main():
     runtime.keep_freed_memory()
+    runtime.use_compilation_cache()
     quiet_logs()  # Before JAX looks for its backends.
     _define_flags()
     try:

@@ -286,5 +286,6 @@ def main(argv):
 
 if __name__ == "__main__":
     runtime.keep_freed_memory()
+    runtime.use_compilation_cache()
     _define_flags()
     app.run(main)

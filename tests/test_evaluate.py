@@ -102,6 +102,7 @@ def test_aer_with_sentencepiece_is_over_words(spm_data):
                              attends=True)
     assert out.metrics[0]["aer"] == pytest.approx(0.0)
     assert out.metrics[0]["bleu"] == pytest.approx(100.0)
+    assert 0.0 <= out.metrics[0]["attention_entropy"] <= 1.0
     split = spm_data["test"]
     batch = next(data_lib.eval_batches(spm_data, "test", 4))
     attention = fake.score(PARAMS, batch)["forced_attention"][0]

@@ -189,3 +189,22 @@ def test_word_alignment_with_one_token_per_word_is_argmax_alignment():
     assert metrics.word_alignment(attention, [], [0, 1]) == set()
     with pytest.raises(ValueError, match="do not fit"):
         metrics.word_alignment(attention, range(6), range(2))
+
+
+def test_attention_entropy_relative_to_uniform_ignores_padding():
+    # Replica 0: row 0 uniform over its 4 real source positions (1 each), row 1 one-hot (0).
+    # Replica 1: row 0 [0.5, 0.5, 0, 0] (log 2 / log 4 = 0.5). Padded target positions and the
+    # padded source columns (zero weight) count nothing.
+    att = np.zeros((2, 2, 3, 6))
+    att[0, 0, :, :4] = 0.25
+    att[0, 1, :, 2] = 1.0
+    att[1, 0, :, :2] = 0.5
+    att[1, 1, :, 0] = 1.0
+    src_len = np.array([4, 3])
+    tgt_mask = np.array([[True, True, False], [True, False, False]])
+    sums = metrics.attention_entropy(att, src_len, tgt_mask)
+    np.testing.assert_allclose(sums, [2 * 1.0 + 0.0, 2 * 0.5 + 0.0])
+    # A one-word source cannot spread: 0, not 0/0.
+    one = np.zeros((1, 1, 2, 3))
+    one[..., 0] = 1.0
+    assert metrics.attention_entropy(one, np.array([1]), np.ones((1, 2), bool))[0] == 0.0

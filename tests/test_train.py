@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from attn_jax import steps, train
+from attn_jax import checkpoint, models, steps, train
+from attn_jax import config as config_lib
 from attn_jax.config import load_config_file
 from attn_jax.tokens import EOS
 
@@ -58,6 +59,10 @@ def test_end_to_end_loss_falls_and_artifacts_exist(finished_run):
     assert set(results["test"]["bleu_by_length"]) == {"1-10", "11-20", "21-30", "31-40", "41+"}
     assert 0 <= results["test"]["aer"] <= 1 and results["test"]["perplexity"] > 1
     assert results["wall_seconds"] > 0
+    parts = results["seconds"]  # Where the wall time went: the parts add up to it.
+    assert set(parts) == {"data", "setup", "train", "evaluation", "final"}
+    assert min(parts.values()) >= 0 and parts["train"] > 0 and parts["evaluation"] > 0
+    assert abs(sum(parts.values()) - results["wall_seconds"]) < 1.0
     with open(os.path.join(workdir, "results.json")) as f:
         assert json.load(f)["test"]["bleu"] == results["test"]["bleu"]
     config = json.load(open(os.path.join(workdir, "config.json")))
@@ -416,3 +421,38 @@ def test_early_stopped_run_resumes_without_training_further(tmp_path, tfds_dir, 
     results = train.train_and_evaluate(config, workdir)  # Resumes at 24: stopped already.
     assert (results["num_steps"], results["evaluated_step"]) == (24, 12)
     assert max(r["step"] for r in rows(workdir, "train")) == 24
+
+
+def test_restored_parameters_reuse_the_compiled_evaluation(tmp_path):
+    """A restored checkpoint's arrays are committed to their device; so are a fresh state's, or
+    the final evaluation of the best checkpoint would compile every bucket shape a second time."""
+    config = tiny_config(str(tmp_path / "tfds"))
+    derived = config_lib.derive(config, src_vocab_size=30, tgt_vocab_size=20, steps_per_epoch=4)
+    model = models.Seq2Seq(derived.model)
+    tx, _ = steps.make_optimizer(config.train, 4)
+    state = steps.init_state(model, tx, derived.seeds, 8, 8)
+    eval_step = steps.make_eval_step(model, extra_len=2)
+    batch = {key: np.full((4, 8), 5, np.int32) for key in ("src", "tgt_in", "tgt_out")}
+    eval_step.score(state.params, batch)
+    ckpts = checkpoint.Checkpoints(str(tmp_path / "run"), keep=2)
+    ckpts.save(1, state, 1.0, last=True)
+    ckpts.wait()
+    restored = ckpts.restore(state, best=True)
+    ckpts.close()
+    out = eval_step.score(restored.params, batch)
+    assert eval_step.score._cache_size() == 1
+    np.testing.assert_array_equal(out["nll"], eval_step.score(state.params, batch)["nll"])
+
+
+@pytest.mark.parametrize("setting", ["folder", "off"])
+def test_compilation_cache_folder_from_the_environment(tmp_path, setting):
+    """train/translate/align keep compiled programs in $ATTN_JAX_COMPILATION_CACHE; '' turns the
+    cache off. Checked in a fresh interpreter: the setting is process-wide."""
+    folder = str(tmp_path / "xla") if setting == "folder" else ""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["ATTN_JAX_COMPILATION_CACHE"] = folder
+    code = ("import jax; from attn_jax import runtime; "
+            "print(runtime.use_compilation_cache(), jax.config.jax_compilation_cache_dir)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ([folder, folder] if folder else ["None", "None"])
