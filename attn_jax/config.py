@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import importlib.machinery
 import importlib.util
+import json
 import math
 import os
 import re
@@ -89,11 +90,28 @@ def load_config_file(spec: str | os.PathLike, function: str = "get_config") -> A
                          f"{os.fspath(spec)}); fix the file.") from None
 
 
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "configs", "default.py")
+
+
+def _merged(base: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in saved.items():
+        out[key] = (_merged(base[key], value) if isinstance(value, dict)
+                    and isinstance(base.get(key), dict) else value)
+    return out
+
+
 def from_saved(saved: dict[str, Any]) -> ml_collections.ConfigDict:
-    """A run's config.json content back as a ConfigDict (lists that are tuples in configs, too)."""
-    config = ml_collections.ConfigDict(saved)
-    config.data.buckets = tuple(config.data.buckets)
-    return config
+    """A run's config.json content back as a ConfigDict (lists that are tuples in configs, too).
+
+    A field the run's config did not have yet (added to configs/default.py since) takes its
+    default there, which keeps what the run did: new options are off by default. So `translate`,
+    `align` and the benchmark read runs made by older versions of attn_jax."""
+    if os.path.isfile(DEFAULT_CONFIG):
+        saved = _merged(json.loads(load_config_file(DEFAULT_CONFIG).to_json()), saved)
+    saved = {**saved, "data": {**saved["data"], "buckets": tuple(saved["data"]["buckets"])}}
+    return ml_collections.ConfigDict(saved)
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:

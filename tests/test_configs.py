@@ -1,6 +1,7 @@
 """Every config the READMEs name loads and validates, and every config says how to run it."""
 
 import glob
+import json
 import os
 import re
 
@@ -42,3 +43,17 @@ def test_default_config_lists_the_registered_scorers():
     text = open(os.path.join(REPO, "configs", "default.py")).read()
     listed = re.search(r"# ([\w|]+)\.\n\s*model\.scorer = ", text).group(1).split("|")
     assert tuple(listed) == attention.SCORER_NAMES
+
+
+def test_a_run_saved_before_a_field_existed_reads_with_its_default():
+    """config.json of an older version lacks fields added since (model.attention_impl,
+    train.early_stop_patience): they take configs/default.py's values, the run's own stay."""
+    saved = json.loads(config_lib.load_config_file(config_lib.DEFAULT_CONFIG).to_json())
+    del saved["model"]["attention_impl"], saved["train"]["early_stop_patience"]
+    saved["model"]["scorer"], saved["data"]["buckets"] = "general", [8, 16]
+    saved["extra_section"] = {"kept": 1}
+    config = config_lib.from_saved(saved)
+    assert config.model.attention_impl == "xla" and config.train.early_stop_patience == 0
+    assert config.model.scorer == "general" and config.data.buckets == (8, 16)
+    assert config.extra_section.kept == 1
+    config_lib.validate(config)
