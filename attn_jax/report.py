@@ -50,10 +50,11 @@ SCORER_COLORS: dict[str, str] = {
     "dot": "#ff7f0e",
     "general": "#2ca02c",
     "scaled_dot": "#d62728",
+    "scaled_general": "#e377c2",
     "location": "#9467bd",
     "multihead": "#8c564b",
 }
-_EXTRA_COLORS = ("#e377c2", "#bcbd22", "#17becf", "#000000")  # for scorers not listed above
+_EXTRA_COLORS = ("#bcbd22", "#17becf", "#000000")  # for scorers not listed above
 _SKIP_DIRS = {"checkpoints", "attention", "wandb", "plots", "__pycache__"}
 
 

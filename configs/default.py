@@ -46,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.model = model = ml_collections.ConfigDict()
     # Attention scorer, a key of attn_jax.attention.SCORERS:
-    # none|additive|dot|general|scaled_dot|location|multihead.
+    # none|additive|dot|general|scaled_dot|scaled_general|location|multihead.
     model.scorer = "additive"
     model.flow = "bahdanau"  # 'bahdanau' (query s_{t-1}) | 'luong' (query s_t, h~ = tanh(W[c;s])).
     model.cell = "gru"  # 'gru' | 'lstm' (encoder and decoder).

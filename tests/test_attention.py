@@ -60,8 +60,9 @@ def _np_reference(scorer, p, q, k, mask):
         e = np.einsum("bd,bsd->bs", q, k)
     elif scorer == "scaled_dot":
         e = np.einsum("bd,bsd->bs", q, k) / np.sqrt(DK)
-    elif scorer == "general":  # q^T W h
+    elif scorer in ("general", "scaled_general"):  # q^T W h (/ sqrt(d))
         e = np.stack([[q[b] @ p["w"]["kernel"].T @ k[b, j] for j in range(S)] for b in range(B)])
+        e = e / np.sqrt(DQ) if scorer == "scaled_general" else e
     elif scorer == "location":  # softmax(W q) over positions
         e = (q @ p["w"]["kernel"] + p["w"]["bias"])[:, :S]
     elif scorer == "multihead":
@@ -79,7 +80,7 @@ def _np_reference(scorer, p, q, k, mask):
     return e, w, np.einsum("bs,bsd->bd", w, k)
 
 
-PARAMETRIC = ["additive", "dot", "scaled_dot", "general", "location", "multihead"]
+PARAMETRIC = ["additive", "dot", "scaled_dot", "general", "scaled_general", "location", "multihead"]
 
 
 @pytest.mark.parametrize("scorer", PARAMETRIC)

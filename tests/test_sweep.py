@@ -29,7 +29,7 @@ from attn_jax import config as config_lib  # noqa: E402
 from launch import local, slurm, sweep, wandb_sweep  # noqa: E402
 from tests.run_helpers import wandb_records  # noqa: E402
 
-SCORERS = list(attention.SCORER_NAMES)
+SCORERS = list(attention.COMPARED)
 SIZES = [32, 64, 128, 256]
 
 # The real base config's text (it has every key a sweep may set), written into tmp dirs.
@@ -755,7 +755,7 @@ def test_real_default_sweep_validates(monkeypatch):
         assert len(trials) == count
         # The W&B route's extra override exists in the real config too.
         sweep.validate(wandb_sweep.route_spec(spec))
-    assert spec["axes"]["model.scorer"] == SCORERS  # The registry's names, defined once.
+    assert spec["axes"]["model.scorer"] == SCORERS  # The registry's published names, defined once.
 
 
 @pytest.mark.skipif(not (REPO / "configs" / "default.py").exists(), reason="no configs/default.py")

@@ -1,6 +1,6 @@
 """Sweep: every attention scorer x hidden size, 3 seeds each (the project's main comparison).
 
-Grid: model.scorer in every scorer of attn_jax.attention.SCORERS (none, additive, dot, general,
+Grid: model.scorer in every published scorer, attn_jax.attention.COMPARED (none, additive, dot, general,
 scaled_dot, location, multihead) x model.hidden_size in {32, 64, 128, 256}, seeds 0, 1, 2.
 By default (seeds_mode=vmap) that is 7 x 4 = 28 trials, each training its 3 seeds as vmapped
 replicas in one process (--config.train.seed=0 --config.train.num_seeds=3); with
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from attn_jax.attention import SCORER_NAMES
+from attn_jax.attention import COMPARED
 
 HIDDEN_SIZES = [32, 64, 128, 256]
 # Overrides shared by every trial, as {"train.num_steps": 2000}; every key must exist in the base
@@ -65,7 +65,7 @@ def get_sweep(arg: str | None = None) -> dict[str, Any]:
         "name": {None: "scorer_hidden", "tiny": "scorer_hidden_tiny", "h128": "scorer_h128"}[arg],
         "base_config": "configs/default.py:tiny" if tiny else "configs/default.py",  # --config.
         "axes": {  # The grid; the first axis varies slowest.
-            "model.scorer": list(SCORER_NAMES),  # Every registered scorer.
+            "model.scorer": list(COMPARED),  # Every published scorer of the registry.
             "model.hidden_size": hidden,
         },
         # Seeds base..base+count-1 (vmapped in one process by default).
