@@ -248,9 +248,7 @@ class ScaledGeneral(General):
     """general scaled as scaled_dot is: e_j = sᵀ W h_j / √d. The scale keeps the scores, and so
     the softmax, from saturating while W grows early in training (experiments/multi30k)."""
 
-    @staticmethod
-    def score_fn(config, q, keys, params):
-        return Dot.score_fn(config, q, keys, params) / math.sqrt(keys.shape[-1])
+    score_fn = staticmethod(ScaledDot.score_fn)  # On the projected keys W h_j.
 
 
 class Location(Scorer):
