@@ -99,7 +99,10 @@ def curve_table(runs: list[dict], key: str, digits: int) -> None:
 
 
 def main(workdirs: list[str]) -> None:
-    runs = [_load(w) for w in workdirs]
+    unfinished = [w for w in workdirs if not os.path.exists(os.path.join(w, "results.json"))]
+    if unfinished:  # Still training (or stopped): no test metrics to report yet.
+        print("skipping unfinished runs:", ", ".join(unfinished), file=sys.stderr)
+    runs = [_load(w) for w in workdirs if w not in unfinished]
     run_table(runs)
     print()
     model_table(runs)
