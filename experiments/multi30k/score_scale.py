@@ -1,5 +1,5 @@
 """How sharp each scorer's attention is, at initialisation and in trained runs: the evidence behind
-the scorers that trail (README.md here, "Why `general` trails, and `scaled_dot` does not").
+the scorers that trail (README.md here, "Why `general` and `location` trail, and `scaled_dot` does not").
 
     python experiments/multi30k/score_scale.py --config=configs/multi30k.py \
         --workdir=/tmp/score_scale --raw_dir=../shared/data/multi30k \
