@@ -14,7 +14,9 @@ into `--out_dir` (default SWEEP_DIR/plots), each figure as PNG and PDF:
   running_example     attention heatmaps of the running example, one panel per scorer
   learning_curves     valid BLEU vs step per scorer
   aer_curves          valid AER vs step per scorer (alignment emerging without supervision)
-  tables.md/.tex      scorer x hidden size: test BLEU, AER, perplexity as "mean ± std"
+  tables.md/.tex      scorer x hidden size: test BLEU, AER, perplexity as "mean ± std", steps
+                      trained (best step) and minutes per trial; then test BLEU per
+                      source-length bucket as "mean ± std"
 
 Figures 2 to 6 use one hidden size: `--hidden_size`, default the largest present.
 Statistics are over seeds (results.json "seeds", pooled over trials sharing scorer and hidden
@@ -457,14 +459,31 @@ def format_mean_std(mean: float, std: float, n: int, digits: int, pm: str = "±"
     return f"{mean:.{digits}f} {pm} {std:.{digits}f}"
 
 
+def _steps_cell(group: Sequence[Trial]) -> str:
+    """Steps each trial trained, with the step its test metrics come from: "3800 (3200), ..."
+    (trials in order of their first seed; "—" where results.json does not say)."""
+    cells = []
+    for t in sorted(group, key=_first_seed):
+        steps, best = t.results.get("num_steps"), t.results.get("evaluated_step")
+        cells.append("—" if steps is None else f"{steps}" + ("" if best is None else f" ({best})"))
+    return ", ".join(cells)
+
+
 def table_rows(trials: Sequence[Trial], split: str = "test") -> list[dict[str, Any]]:
-    """One row per (scorer, hidden size): {"scorer", "hidden_size", "seeds", "bleu": (mean, std, n), ...}."""
+    """One row per (scorer, hidden size): {"scorer", "hidden_size", "seeds", "bleu": (mean, std,
+    n), ..., "bleu_by_length": {bucket: (mean, std, n)}, "steps": str, "minutes": (mean, std, n)}
+    with minutes per trial (a trial trains all its vmapped seeds)."""
     rows = []
     for (scorer, hidden), group in group_trials(trials).items():
         row: dict[str, Any] = {"scorer": scorer, "hidden_size": hidden}
         for _, key, _ in _TABLE_COLUMNS:
             row[key] = mean_std(seed_values(group, split, key))
         row["seeds"] = len(seed_values(group, split))
+        row["bleu_by_length"] = {b: mean_std(seed_values(group, split, "bleu_by_length", b))
+                                 for b in LENGTH_BUCKETS}
+        row["steps"] = _steps_cell(group)
+        row["minutes"] = mean_std(t.results["wall_seconds"] / 60 for t in group
+                                  if t.results.get("wall_seconds") is not None)
         rows.append(row)
     return rows
 
@@ -476,36 +495,51 @@ def _latex_escape(text: str) -> str:
 def write_tables(trials: Sequence[Trial], out_dir: Path, skipped: Sequence[Path] = (),
                  split: str = "test") -> list[Path]:
     """Writes tables.md and tables.tex (needs \\usepackage{booktabs}): scorer x hidden size,
-    columns BLEU, AER, perplexity as mean ± std over seeds (sample std), plus the seed count."""
+    columns BLEU, AER, perplexity as mean ± std over seeds (sample std), the seed count, steps
+    trained (best step) per trial and minutes per trial; then BLEU per source-length bucket."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = table_rows(trials, split)
     note = (f"{split.capitalize()} split; mean ± std over seeds (sample std, ddof=1; a single seed "
             f"shows the value only). AER is a fraction (lower is better); — marks no value "
-            f"(scorer none has no attention, hence no AER).")
-    headers = ["scorer", "hidden", "seeds"] + [name for name, _, _ in _TABLE_COLUMNS]
+            f"(scorer none has no attention, hence no AER). Steps: steps each trial trained, with "
+            f"the step of the checkpoint its metrics come from in parentheses; minutes: wall time "
+            f"per trial (training, evaluations and the final evaluation).")
+    length_note = f"{split.capitalize()} BLEU by source length in words; mean ± std over seeds."
+    headers = (["scorer", "hidden", "seeds"] + [name for name, _, _ in _TABLE_COLUMNS]
+               + ["steps (best)", "minutes"])
+    length_headers = ["scorer", "hidden", "seeds"] + [f"{b} words" for b in LENGTH_BUCKETS]
 
-    rule = "|" + "|".join(["---"] * 3 + ["---:"] * len(_TABLE_COLUMNS)) + "|"
-    md = ["| " + " | ".join(headers) + " |", rule]
-    for r in rows:
-        cells = [r["scorer"], str(r["hidden_size"]), str(r["seeds"])]
-        cells += [format_mean_std(*r[key], digits) for _, key, digits in _TABLE_COLUMNS]
-        md.append("| " + " | ".join(cells) + " |")
-    md += ["", note]
+    def cells(r: dict[str, Any], pm: str, missing: str, text=lambda x: x) -> tuple[list, list]:
+        head = [text(r["scorer"]), str(r["hidden_size"]), str(r["seeds"])]
+        main = head + [format_mean_std(*r[key], digits, pm, missing) for _, key, digits in _TABLE_COLUMNS]
+        main += [text(r["steps"]).replace("—", missing), format_mean_std(*r["minutes"], 1, pm, missing)]
+        by_length = head + [format_mean_std(*r["bleu_by_length"][b], 1, pm, missing) for b in LENGTH_BUCKETS]
+        return main, by_length
+
+    def md_table(header: list[str], body: list[list[str]], numeric_from: int) -> list[str]:
+        rule = "|" + "|".join(["---"] * numeric_from + ["---:"] * (len(header) - numeric_from)) + "|"
+        return ["| " + " | ".join(header) + " |", rule] + ["| " + " | ".join(c) + " |" for c in body]
+
+    md_cells = [cells(r, "±", "—") for r in rows]
+    md = md_table(headers, [m for m, _ in md_cells], 3) + ["", note, ""]
+    md += md_table(length_headers, [b for _, b in md_cells], 3) + ["", length_note]
     if skipped:
         md += ["", "Skipped unfinished trials (no results.json): " + ", ".join(f"`{p}`" for p in skipped)]
     md_path = out_dir / "tables.md"
     md_path.write_text("\n".join(md) + "\n")
 
-    tex = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{lrr" + "r" * len(_TABLE_COLUMNS) + "}",
-           r"\toprule", " & ".join(headers) + r" \\", r"\midrule"]
-    for r in rows:
-        cells = [_latex_escape(r["scorer"]), str(r["hidden_size"]), str(r["seeds"])]
-        cells += [format_mean_std(*r[key], digits, pm=r"$\pm$", missing="--")
-                  for _, key, digits in _TABLE_COLUMNS]
-        tex.append(" & ".join(cells) + r" \\")
-    caption = _latex_escape(note).replace("±", r"$\pm$").replace("—", "--")
-    tex += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}",
-            r"\label{tab:sweep}", r"\end{table}"]
+    def tex_table(header: list[str], body: list[list[str]], caption: str, label: str) -> list[str]:
+        caption = _latex_escape(caption).replace("±", r"$\pm$").replace("—", "--")
+        return ([r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+                 r"\toprule", " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
+                + [" & ".join(c) + r" \\" for c in body]
+                + [r"\bottomrule", r"\end{tabular}",
+                   rf"\caption{{{caption}}}",
+                   rf"\label{{{label}}}", r"\end{table}"])
+
+    tex_cells = [cells(r, r"$\pm$", "--", _latex_escape) for r in rows]
+    tex = tex_table(headers, [m for m, _ in tex_cells], note, "tab:sweep") + [""]
+    tex += tex_table(length_headers, [b for _, b in tex_cells], length_note, "tab:sweep_length")
     tex_path = out_dir / "tables.tex"
     tex_path.write_text("\n".join(tex) + "\n")
     return [md_path, tex_path]

@@ -63,7 +63,8 @@ def _write_trial(root: Path, scorer: str, hidden: int, finished: bool = True) ->
         return trial
     seeds = [{"seed": s, "test": _test_metrics(scorer, hidden, s), "valid": _test_metrics(scorer, hidden, s)}
              for s in SEEDS]
-    results = {"scorer": scorer, "hidden_size": hidden, "wall_seconds": 1.0,
+    results = {"scorer": scorer, "hidden_size": hidden, "wall_seconds": 90.0, "num_steps": 200,
+               "evaluated_step": 100,
                "test": seeds[0]["test"], "valid": seeds[0]["valid"], "seeds": seeds}
     (trial / "results.json").write_text(json.dumps(results))
     for s in SEEDS:
@@ -114,13 +115,19 @@ def test_tables_hold_mean_std(sweep, written):
     md = (sweep / "plots" / "tables.md").read_text()
     # additive, hidden 64: BLEU (10, 12) -> 11.00 ± 1.41; AER (0.2, 0.3) -> 0.250 ± 0.071;
     # perplexity (3, 5) -> 4.00 ± 1.41  (sample std: |a - b| / sqrt(2)).
-    assert "| additive | 64 | 2 | 11.00 ± 1.41 | 0.250 ± 0.071 | 4.00 ± 1.41 |" in md
+    # Then the steps the trial trained (best-checkpoint step) and its minutes (90 s).
+    assert "| additive | 64 | 2 | 11.00 ± 1.41 | 0.250 ± 0.071 | 4.00 ± 1.41 | 200 (100) | 1.5 |" in md
     # none has no AER: shown as a dash.
-    assert "| none | 32 | 2 | 6.50 ± 0.71 | — | 5.50 ± 0.71 |" in md
+    assert "| none | 32 | 2 | 6.50 ± 0.71 | — | 5.50 ± 0.71 | 200 (100) | 1.5 |" in md
+    # BLEU by length: none loses 2 BLEU per bucket (seeds 6, 7 on 1-10 words); 41+ is empty at 32.
+    assert "| none | 32 | 2 | 6.5 ± 0.7 | 4.5 ± 0.7 | 2.5 ± 0.7 | 0.5 ± 0.7 | — |" in md
+    assert "| additive | 64 | 2 | " + " | ".join(["11.0 ± 1.4"] * len(LENGTH_BUCKETS)) + " |" in md
     assert "dot_h128" in md  # the skipped trial is reported
     assert md.index("| none |") < md.index("| additive |") < md.index("| dot |")
     tex = (sweep / "plots" / "tables.tex").read_text()
-    assert r"additive & 64 & 2 & 11.00 $\pm$ 1.41 & 0.250 $\pm$ 0.071 & 4.00 $\pm$ 1.41 \\" in tex
+    assert (r"additive & 64 & 2 & 11.00 $\pm$ 1.41 & 0.250 $\pm$ 0.071 & 4.00 $\pm$ 1.41 & "
+            r"200 (100) & 1.5 \\") in tex
+    assert r"none & 32 & 2 & 6.5 $\pm$ 0.7 & 4.5 $\pm$ 0.7 & 2.5 $\pm$ 0.7 & 0.5 $\pm$ 0.7 & -- \\" in tex
     assert r"\toprule" in tex and r"\end{tabular}" in tex
     assert r"\caption{Test split; mean $\pm$ std" in tex and "textbackslash" not in tex
 
