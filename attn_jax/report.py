@@ -516,13 +516,13 @@ def write_tables(trials: Sequence[Trial], out_dir: Path, skipped: Sequence[Path]
         by_length = head + [format_mean_std(*r["bleu_by_length"][b], 1, pm, missing) for b in LENGTH_BUCKETS]
         return main, by_length
 
-    def md_table(header: list[str], body: list[list[str]], numeric_from: int) -> list[str]:
-        rule = "|" + "|".join(["---"] * numeric_from + ["---:"] * (len(header) - numeric_from)) + "|"
+    def md_table(header: list[str], body: list[list[str]]) -> list[str]:
+        rule = "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"  # 3 label columns
         return ["| " + " | ".join(header) + " |", rule] + ["| " + " | ".join(c) + " |" for c in body]
 
     md_cells = [cells(r, "±", "—") for r in rows]
-    md = md_table(headers, [m for m, _ in md_cells], 3) + ["", note, ""]
-    md += md_table(length_headers, [b for _, b in md_cells], 3) + ["", length_note]
+    md = md_table(headers, [m for m, _ in md_cells]) + ["", note, ""]
+    md += md_table(length_headers, [b for _, b in md_cells]) + ["", length_note]
     if skipped:
         md += ["", "Skipped unfinished trials (no results.json): " + ", ".join(f"`{p}`" for p in skipped)]
     md_path = out_dir / "tables.md"
