@@ -65,16 +65,25 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
 
 
+def _barrier_prefix(kind: str) -> ocp.options.MultiprocessingOptions:
+    """Barrier names of a manager's own. Each manager finalizes its async saves in a background
+    thread that meets the other processes at named barriers; under orbax's default names the
+    "last" and "best" saves of one step reach the same barrier at once, which fails ("Barrier
+    ... is already ongoing") or hangs a multi-process run."""
+    return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=kind)
+
+
 class Checkpoints:
 
     def __init__(self, workdir: str, keep: int):
         self.root = os.path.abspath(os.path.join(workdir, "checkpoints"))
         self.last = ocp.CheckpointManager(
-            os.path.join(self.root, "last"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep))
+            os.path.join(self.root, "last"), options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, multiprocessing_options=_barrier_prefix("last")))
         self.best = ocp.CheckpointManager(
             os.path.join(self.root, "best"), options=ocp.CheckpointManagerOptions(
-                max_to_keep=1, best_fn=lambda m: m["bleu"], best_mode="max"))
+                max_to_keep=1, best_fn=lambda m: m["bleu"], best_mode="max",
+                multiprocessing_options=_barrier_prefix("best")))
 
     def latest_step(self) -> int | None:
         return self.last.latest_step()

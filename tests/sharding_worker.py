@@ -5,6 +5,7 @@ processes and environment under test) and prints what they logged as one JSON li
         "overrides": {"mesh.data": 4, ...}, "sigterm_at": 8}}}'
 """
 
+import faulthandler
 import json
 import os
 import signal
@@ -37,6 +38,7 @@ def _sigterm_at(call: int):
 
 
 def main() -> None:
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # A hang's stacks, on request.
     spec = json.loads(sys.argv[1])
     sharding.initialize_distributed()
     out = {}

@@ -39,15 +39,30 @@ def _start(spec: dict, devices: int | None, **extra) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def _result(proc: subprocess.Popen, timeout: float = 900) -> dict:
+def _results(procs: list[subprocess.Popen], timeout: float = 900) -> list[dict]:
+    """The RESULT line of each worker; fails with every hung worker's thread stacks."""
+    deadline = time.time() + timeout
     try:
-        out, err = proc.communicate(timeout=timeout)
+        done = [p.communicate(timeout=max(1.0, deadline - time.time())) for p in procs]
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # After jax.distributed, SIGTERM is ignored.
-        raise
-    assert proc.returncode == 0, err[-3000:]
-    line = [x for x in out.splitlines() if x.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+        hung = [p for p in procs if p.poll() is None]
+        for p in hung:
+            p.send_signal(signal.SIGUSR1)  # The worker prints every thread's stack...
+        time.sleep(3)
+        for p in procs:  # ...then dies (after jax.distributed, SIGTERM is ignored).
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+        stacks = "\n".join(f"--- worker {procs.index(p)}:\n{p.communicate()[1][-5000:]}"
+                           for p in hung)
+        pytest.fail(f"{len(hung)} worker(s) hung for {timeout} s; their stacks:\n{stacks}")
+    for proc, (_, err) in zip(procs, done):
+        assert proc.returncode == 0, err[-3000:]
+    return [json.loads([x for x in out.splitlines() if x.startswith("RESULT ")][-1][7:])
+            for out, _ in done]
+
+
+def _result(proc: subprocess.Popen) -> dict:
+    return _results([proc])[0]
 
 
 def _rows(workdir: str) -> list[dict]:
@@ -134,12 +149,7 @@ def test_two_processes_of_two_devices_equal_one_device(four_devices, tmp_path):
     port = str(_free_port())
     procs = [_start(spec, devices=2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                     JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)) for i in range(2)]
-    try:
-        out = [_result(p) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
+    out = _results(procs)
     _assert_same_losses(workdir, workdirs["one"])
     assert out[0]["mp"]["test"]["bleu"] == pytest.approx(results["one"]["test"]["bleu"])
     assert out[1]["mp"]["test"] == out[0]["mp"]["test"]  # Both computed the metrics...
