@@ -6,9 +6,10 @@ WORKDIR/checkpoints/corrupt/      checkpoints found unreadable on restore, set a
 
 Saves are atomic (orbax writes to a temporary folder and renames), so a crash mid-save never
 corrupts the previous checkpoint. A checkpoint damaged later (a truncated file, a missing
-`_METADATA`) is skipped on restore with a warning, and the newest intact one is used. A
-checkpoint whose parameter shapes differ from the model's is not damaged but belongs to another
-config: that is a ValueError naming the first differing parameter, and nothing is moved.
+`_METADATA`) is skipped on restore with a warning, and the newest intact one is used (with several
+processes, every process skips it and process 0 moves it). A checkpoint whose parameter shapes
+differ from the model's is not damaged but belongs to another config: that is a ValueError
+naming the first differing parameter, and nothing is moved.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
 
 class NoIntactCheckpoint(FileNotFoundError):
@@ -63,6 +65,17 @@ def _saved_param_shapes(step_dir: str) -> dict[str, tuple[int, ...]]:
 def _all_finite(tree: Any) -> jax.Array:
     """One replicated boolean (readable on every process whatever the sharding)."""
     return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+def _is_primary() -> bool:
+    """Whether this process changes shared checkpoint folders (process 0 of several)."""
+    return jax.process_index() == 0
+
+
+def _sync_processes(name: str) -> None:
+    """Waits for every process (a collective: all must call it in the same order)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 def _barrier_prefix(kind: str) -> ocp.options.MultiprocessingOptions:
@@ -127,11 +140,13 @@ class Checkpoints:
             except Exception as e:  # noqa: BLE001 - shapes fit, so the data itself is damaged
                 skipped.append((step, _reason(e)))
                 continue
-            for bad, why in skipped:
-                moved = self._set_aside(manager, bad)
+            for bad, why in skipped:  # Every process skips the same ones; process 0 moves them.
+                moved = (self._set_aside(manager, bad) if _is_primary()
+                         else "checkpoints/corrupt/ by process 0")
                 logging.warning("Skipped the unreadable checkpoint at step %d (%s), moved to %s; "
                                 "using the one at step %d.", bad, why, moved, step)
             if skipped:
+                _sync_processes("checkpoints set aside")  # Moved before any process rereads.
                 manager.reload()
             return state
         raise NoIntactCheckpoint(

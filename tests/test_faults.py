@@ -69,6 +69,22 @@ def test_damaged_newest_checkpoint_falls_back_to_the_older_one(tmp_path, caplog,
     again.close()
 
 
+def test_of_several_processes_only_process_0_sets_a_damaged_checkpoint_aside(tmp_path,
+                                                                               monkeypatch):
+    workdir = str(tmp_path)
+    _saved(workdir)
+    _damage(_last(workdir, 2), "truncated")
+    synced = []
+    monkeypatch.setattr(checkpoint, "_is_primary", lambda: False)  # As process 1 of 2.
+    monkeypatch.setattr(checkpoint, "_sync_processes", synced.append)
+    ckpts = checkpoint.Checkpoints(workdir, keep=3)
+    state = ckpts.restore(_state(0.0))
+    np.testing.assert_array_equal(state.params["dense"]["kernel"], 1.0)
+    assert sorted(os.listdir(_last(workdir))) == ["1", "2"]  # Left for process 0 to move...
+    assert synced == ["checkpoints set aside"]  # ...and waited for before rereading.
+    ckpts.close()
+
+
 def test_no_intact_checkpoint_is_one_line_naming_the_folder_and_fix(tmp_path):
     workdir = str(tmp_path)
     _saved(workdir)
