@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
-from jax.experimental import multihost_utils
+
+from attn_jax import sharding
 
 
 class NoIntactCheckpoint(FileNotFoundError):
@@ -65,17 +66,6 @@ def _saved_param_shapes(step_dir: str) -> dict[str, tuple[int, ...]]:
 def _all_finite(tree: Any) -> jax.Array:
     """One replicated boolean (readable on every process whatever the sharding)."""
     return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
-
-
-def _is_primary() -> bool:
-    """Whether this process changes shared checkpoint folders (process 0 of several)."""
-    return jax.process_index() == 0
-
-
-def _sync_processes(name: str) -> None:
-    """Waits for every process (a collective: all must call it in the same order)."""
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
 
 
 def _barrier_prefix(kind: str) -> ocp.options.MultiprocessingOptions:
@@ -141,12 +131,12 @@ class Checkpoints:
                 skipped.append((step, _reason(e)))
                 continue
             for bad, why in skipped:  # Every process skips the same ones; process 0 moves them.
-                moved = (self._set_aside(manager, bad) if _is_primary()
+                moved = (self._set_aside(manager, bad) if sharding.is_writer()
                          else "checkpoints/corrupt/ by process 0")
                 logging.warning("Skipped the unreadable checkpoint at step %d (%s), moved to %s; "
                                 "using the one at step %d.", bad, why, moved, step)
             if skipped:
-                _sync_processes("checkpoints set aside")  # Moved before any process rereads.
+                sharding.barrier("checkpoints set aside")  # Moved before any process rereads.
                 manager.reload()
             return state
         raise NoIntactCheckpoint(

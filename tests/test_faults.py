@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from absl import logging as absl_logging
 
-from attn_jax import checkpoint, steps, tracking, train
+from attn_jax import checkpoint, sharding, steps, tracking, train
 from tests.test_train import REPO, tiny_config
 
 
@@ -75,8 +75,8 @@ def test_of_several_processes_only_process_0_sets_a_damaged_checkpoint_aside(tmp
     _saved(workdir)
     _damage(_last(workdir, 2), "truncated")
     synced = []
-    monkeypatch.setattr(checkpoint, "_is_primary", lambda: False)  # As process 1 of 2.
-    monkeypatch.setattr(checkpoint, "_sync_processes", synced.append)
+    monkeypatch.setattr(sharding, "is_writer", lambda: False)  # As process 1 of 2.
+    monkeypatch.setattr(sharding, "barrier", synced.append)
     ckpts = checkpoint.Checkpoints(workdir, keep=3)
     state = ckpts.restore(_state(0.0))
     np.testing.assert_array_equal(state.params["dense"]["kernel"], 1.0)
