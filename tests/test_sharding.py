@@ -57,8 +57,8 @@ def _results(procs: list[subprocess.Popen], timeout: float = 900) -> list[dict]:
         pytest.fail(f"{len(hung)} worker(s) hung for {timeout} s; their stacks:\n{stacks}")
     for proc, (_, err) in zip(procs, done):
         assert proc.returncode == 0, err[-3000:]
-    return [json.loads([x for x in out.splitlines() if x.startswith("RESULT ")][-1][7:])
-            for out, _ in done]
+    return [json.loads([x for x in out.splitlines() if x.startswith("RESULT ")][-1]
+                       .removeprefix("RESULT ")) for out, _ in done]
 
 
 def _result(proc: subprocess.Popen) -> dict:
