@@ -6,14 +6,16 @@
 Run from the repository root. Each trial runs `launch.sweep.command(trial, sweep_dir)` in its
 own workdir SWEEP_DIR/NAME, with stdout and stderr appended to SWEEP_DIR/NAME/log.txt.
 SWEEP_DIR/status.json (rewritten atomically) holds every trial's state: pending, running,
-finished, failed (with the return code) or stopped. A trial is finished iff its results.json
-exists: rerunning the same command skips finished trials and relaunches the others, which resume
-from their newest checkpoint. A crashing trial is marked failed and the others go on; the exit
-code is 1 if any trial failed. SIGINT (Ctrl-C) or SIGTERM stops the launcher cleanly: it
-terminates its running trials (killing any still alive after a grace period), waits for them,
-marks them stopped and exits with 128 + the signal number, so no trial is left running on its
-own. --dry_run validates the sweep and prints the exact commands, and writes nothing. Children
-inherit the environment (W&B: see attn_jax/tracking.py for how its mode is chosen).
+finished, failed (with the return code) or stopped; its attempts; wall_seconds of its last
+attempt and total_wall_seconds of all of them (a resumed trial's whole time; log.txt gets a line
+per attempt's end). A trial is finished iff its results.json exists: rerunning the same command
+skips finished trials and relaunches the others, which resume from their newest checkpoint.
+A crashing trial is marked failed and the others go on; the exit code is 1 if any trial failed.
+SIGINT (Ctrl-C) or SIGTERM stops the launcher cleanly: it terminates its running trials (killing
+any still alive after a grace period), waits for them, marks them stopped and exits with 128 +
+the signal number, so no trial is left running on its own. --dry_run validates the sweep and
+prints the exact commands, and writes nothing. Children inherit the environment (W&B: see
+attn_jax/tracking.py for how its mode is chosen).
 
 Devices: the launcher runs up to --parallel trials in slots 0..P-1; a trial takes a free slot.
 - GPUs (`--gpus=0,1`, or `auto`: CUDA_VISIBLE_DEVICES if set, else `nvidia-smi -L`; `none`:
@@ -233,10 +235,14 @@ class Runner:
         wd = sweep.workdir(trial, self.sweep_dir)
         os.makedirs(wd, exist_ok=True)
         argv = sweep.command(trial, self.sweep_dir, python=self.python, module=self.module)
-        attempts = self.status.get(trial.name).get("attempts", 0) + 1
+        previous = self.status.get(trial.name)
+        attempts = previous.get("attempts", 0) + 1
+        # Wall time of the earlier attempts (an entry from before this field: its last attempt's).
+        earlier = previous.get("total_wall_seconds", previous.get("wall_seconds") or 0.0)
         start = time.time()
         self.status.update(trial.name, status="running", returncode=None, attempts=attempts,
-                           started=_now(), ended=None, wall_seconds=None, error=None,
+                           started=_now(), ended=None, wall_seconds=None,
+                           total_wall_seconds=earlier, error=None,
                            **{"gpu": None, "cpus": None, **place.describe()})
         with open(os.path.join(wd, LOG_FILE), "a") as log:
             where = "".join(f" {k}={v}" for k, v in place.describe().items())
@@ -255,8 +261,10 @@ class Runner:
             returncode = proc.wait()
             with self._lock:
                 self._procs.discard(proc)
+        wall = time.time() - start
         fields: dict[str, Any] = {"returncode": returncode, "ended": _now(),
-                                  "wall_seconds": round(time.time() - start, 1)}
+                                  "wall_seconds": round(wall, 1),
+                                  "total_wall_seconds": round(earlier + wall, 1)}
         if self.stopping.is_set() and returncode != 0:
             state = "stopped"  # Terminated by SIGINT/SIGTERM: rerunning the command resumes it.
         elif returncode == 0 and is_finished(wd):
@@ -266,6 +274,9 @@ class Runner:
             if returncode == 0:
                 fields["error"] = f"exited 0 without writing {RESULTS_FILE}"
         self.status.update(trial.name, status=state, **fields)
+        with open(os.path.join(wd, LOG_FILE), "a") as log:
+            log.write(f"=== {_now()} attempt {attempts} {state} (returncode {returncode}) after "
+                      f"{wall:.1f} s; {earlier + wall:.1f} s over all attempts\n")
         return state
 
     def _start(self, argv: list[str], log, place: Placement) -> subprocess.Popen | None:

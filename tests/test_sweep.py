@@ -281,6 +281,7 @@ def test_local_failure_isolation_skip_and_resume(workspace, capsys):
     assert "training out/scorer=additive,hidden_size=8" in (wd / "log.txt").read_text()
     assert json.loads((wd / "results.json").read_text())["seeds"] == [{"seed": 5}, {"seed": 6}]
     assert not list((workspace / "out").glob("*.tmp*"))
+    first = json.loads((workspace / "out" / "status.json").read_text())["trials"]
 
     # Rerun: finished trials are skipped; the others relaunch (general now succeeds).
     rc, out = run_local(capsys)
@@ -293,7 +294,15 @@ def test_local_failure_isolation_skip_and_resume(workspace, capsys):
     assert status["scorer=general,hidden_size=16"] == ("finished", 0)
     assert status["scorer=dot,hidden_size=16"] == ("failed", 3)
     data = json.loads((workspace / "out" / "status.json").read_text())["trials"]
-    assert data["scorer=general,hidden_size=8"]["attempts"] == 2
+    general = data["scorer=general,hidden_size=8"]
+    assert general["attempts"] == 2
+    # Time adds up over attempts: the first attempt's plus the second's (each rounded to 0.1 s).
+    earlier = first["scorer=general,hidden_size=8"]["wall_seconds"]
+    assert earlier > 0 and general["wall_seconds"] > 0
+    assert general["total_wall_seconds"] == pytest.approx(earlier + general["wall_seconds"], abs=0.11)
+    assert data["scorer=additive,hidden_size=8"] == first["scorer=additive,hidden_size=8"]  # skipped
+    log = (workspace / "out" / "scorer=general,hidden_size=8" / "log.txt").read_text()
+    assert "attempt 1 failed (returncode 1)" in log and "attempt 2 finished (returncode 0)" in log
     assert "2 skipped" in out.out
 
     # Only the finished ones selected: nothing runs, exit code 0, other entries kept.
