@@ -503,7 +503,8 @@ def write_tables(trials: Sequence[Trial], out_dir: Path, skipped: Sequence[Path]
             f"shows the value only). AER is a fraction (lower is better); — marks no value "
             f"(scorer none has no attention, hence no AER). Steps: steps each trial trained, with "
             f"the step of the checkpoint its metrics come from in parentheses; minutes: wall time "
-            f"per trial (training, evaluations and the final evaluation).")
+            f"per trial (training, evaluations and the final evaluation; a resumed trial's "
+            f"earlier invocations included, up to the checkpoint it resumed from).")
     length_note = f"{split.capitalize()} BLEU by source length in words; mean ± std over seeds."
     headers = (["scorer", "hidden", "seeds"] + [name for name, _, _ in _TABLE_COLUMNS]
                + ["steps (best)", "minutes"])

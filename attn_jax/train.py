@@ -221,10 +221,22 @@ class _Run:
     # state, checkpoint, tracker), train (the steps, their compiles included), evaluation (the
     # periodic ones and checkpoint saves), final (the final evaluation and heatmaps).
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    # time.time() when the run would have started had it never been interrupted: this
+    # invocation's start, less the time the earlier ones had taken up to the resumed checkpoint.
+    clock_start: float = dataclasses.field(default_factory=time.time)
 
     @property
     def seeds(self) -> tuple[int, ...]:
         return self.derived.seeds
+
+    def elapsed(self) -> float:
+        """Wall seconds of the run so far, earlier invocations included (see clock_start)."""
+        return time.time() - self.clock_start
+
+    def log(self, step: int, split: str, rows: list[dict[str, Any]]) -> None:
+        """Writes metrics.jsonl rows (one per seed), each stamped with elapsed_seconds."""
+        elapsed = round(self.elapsed(), 1)
+        self.tracker.write(step, split, [dict(r, elapsed_seconds=elapsed) for r in rows])
 
     def evaluate(self, split: str, params, eval_step, beam_step, subset: int = 0):
         ev = self.config.eval
@@ -281,11 +293,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             tracker = _NoTracker(workdir)
         stack.callback(tracker.close)
         stop = stack.enter_context(_StopSignals())
+        logged = tracker.truncate(start)
         run = _Run(config, workdir, data, derived, model, ckpts, tracker, layout, stop,
-                   seconds={"data": data_done - start_time, "evaluation": 0.0})
+                   seconds={"data": data_done - start_time, "evaluation": 0.0},
+                   clock_start=start_time - _elapsed_at(logged, start))
         if start:
             logging.info("Resumed from the checkpoint at step %d.", start)
-        logged = tracker.truncate(start)
         _check_log(run, logged, start)
         plateau = _Plateau.replay(config.train, logged, start)
 
@@ -301,13 +314,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         run.seconds["train"] = final_start - train_start - run.seconds["evaluation"]
         results = _final_evaluation(run, state, final_step, eval_step, beam_step, last_valid)
         run.seconds["final"] = time.time() - final_start
-        results["wall_seconds"] = time.time() - start_time  # This invocation (a resume: anew).
+        # The whole run: a resumed one counts its earlier invocations up to the checkpoint it
+        # resumed from (the steps redone after it, once); "seconds" splits this invocation.
+        results["wall_seconds"] = run.elapsed()
         results["seconds"] = {k: round(v, 1) for k, v in run.seconds.items()}
         if writer:
             with open(results_path + ".tmp", "w") as f:
                 json.dump(tracking.json_safe(results), f, indent=2)
             os.replace(results_path + ".tmp", results_path)  # Last: marks the run finished.
         return results
+
+
+def _elapsed_at(rows: list[dict[str, Any]], step: int) -> float:
+    """The run's elapsed_seconds at `step` by its metrics.jsonl rows (0 if none say)."""
+    return max((r.get("elapsed_seconds") or 0.0 for r in rows if r["step"] <= step), default=0.0)
 
 
 def _check_log(run: _Run, rows: list[dict[str, Any]], start: int) -> None:
@@ -371,7 +391,7 @@ def _train(run: _Run, state, start: int, tx, schedule, eval_step, beam_step, pla
     Returns the final state, when this call ran it the last step's evaluation of the whole valid
     split (else None), so the final evaluation need not decode it again, and the last step.
     """
-    config, ckpts, tracker, seeds = run.config, run.ckpts, run.tracker, run.seeds
+    config, ckpts, seeds = run.config, run.ckpts, run.seeds
     num_steps, layout = run.derived.num_steps, run.layout
     train_step = steps.make_train_step(run.model, tx, config.train.label_smoothing, layout)
     several = layout.size > 1
@@ -406,7 +426,7 @@ def _train(run: _Run, state, start: int, tx, schedule, eval_step, beam_step, pla
                     f"saved after that; the last good checkpoint (step {ckpts.latest_step()}) is "
                     "intact. Lower --config.train.learning_rate or --config.train.grad_clip and "
                     "rerun the same command to resume from it.")
-            tracker.write(done, "train", rows)
+            run.log(done, "train", rows)
             if progress:
                 progress.set_postfix(loss=f"{rows[0]['loss']:.3f}",
                                      tok_s=f"{sum(r['tokens_per_sec'] for r in rows):.0f}")
@@ -418,7 +438,7 @@ def _train(run: _Run, state, start: int, tx, schedule, eval_step, beam_step, pla
             if evaluate_now:
                 valid = run.evaluate("valid", state.params, eval_step, beam_step,
                                      subset=config.eval.valid_subset)
-                tracker.write(done, "valid", valid.metrics)
+                run.log(done, "valid", valid.metrics)
                 valid_bleu = float(np.mean([m["bleu"] for m in valid.metrics]))
                 stop = plateau.update(valid_bleu)
                 if (done == num_steps or stop) and not config.eval.valid_subset:
@@ -480,7 +500,7 @@ def _final_evaluation(run: _Run, state, final_step: int, eval_step, beam_step,
                     for split in ("valid", "test")})
     for split in out:
         if split != "valid":  # Valid was logged by the periodic evaluations.
-            run.tracker.write(num_steps, split, out[split].metrics)
+            run.log(num_steps, split, out[split].metrics)
     test_sp = data["test"]
     # The running example only exists in the embedded Hindi->English data.
     texts = ({"running_example": EXAMPLE_SRC} if run.config.data.name == "synthetic_hi_en"

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -124,8 +125,15 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, tfds_dir, finished_run, 
     with pytest.raises(Killed):
         train.train_and_evaluate(config, workdir)
     assert max(r["step"] for r in rows(workdir)) == 6
+    earlier = max(r["elapsed_seconds"] for r in rows(workdir))  # Data, compiles, 6 steps.
     monkeypatch.undo()
-    train.train_and_evaluate(config, workdir)
+    began = time.time()
+    results = train.train_and_evaluate(config, workdir)
+    # The run's wall time counts the first invocation up to its checkpoint, then this one.
+    assert earlier > 0
+    assert results["wall_seconds"] == pytest.approx(earlier + time.time() - began, abs=0.5)
+    stamps = [r["elapsed_seconds"] for r in rows(workdir)]
+    assert stamps == sorted(stamps) and stamps[-1] <= results["wall_seconds"]
 
     def losses(w):
         return [(r["step"], r["split"], r["loss"], r.get("bleu")) for r in rows(w)]
