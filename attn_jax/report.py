@@ -17,6 +17,9 @@ into `--out_dir` (default SWEEP_DIR/plots), each figure as PNG and PDF:
   tables.md/.tex      scorer x hidden size: test BLEU, AER, perplexity as "mean ± std", steps
                       trained (best step) and minutes per trial; then test BLEU per
                       source-length bucket as "mean ± std"
+  seeds.csv           the per-seed figures behind every table cell, one row per seed (test
+                      metrics, valid BLEU, steps, minutes of its trial): for significance tests,
+                      and kept with the tables since run folders are usually not committed
 
 Figures 2 to 6 use one hidden size: `--hidden_size`, default the largest present.
 Statistics are over seeds (results.json "seeds", pooled over trials sharing scorer and hidden
@@ -27,6 +30,7 @@ Every scorer keeps one colour in every figure (`SCORER_COLORS`); heatmaps are dr
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
@@ -546,6 +550,35 @@ def write_tables(trials: Sequence[Trial], out_dir: Path, skipped: Sequence[Path]
     return [md_path, tex_path]
 
 
+def write_seeds_csv(trials: Sequence[Trial], out_dir: Path, split: str = "test") -> list[Path]:
+    """Writes seeds.csv: one row per seed (trials in table order), the values the tables average.
+
+    Columns: scorer, hidden_size, seed, trial (folder name), the split's bleu, aer, perplexity,
+    exact_match and bleu_<bucket> per source-length bucket, valid_bleu, then the trial's
+    num_steps, evaluated_step and wall_seconds (shared by a trial's vmapped seeds). Missing values
+    are empty cells.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metric_keys = ("bleu", "aer", "perplexity", "exact_match")
+    header = (["scorer", "hidden_size", "seed", "trial"] + list(metric_keys)
+              + [f"bleu_{b}" for b in LENGTH_BUCKETS]
+              + ["valid_bleu", "num_steps", "evaluated_step", "wall_seconds"])
+    path = out_dir / "seeds.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for group in group_trials(trials).values():
+            for t in sorted(group, key=_first_seed):
+                for e in t.seed_entries():
+                    values = ([t.scorer, t.hidden_size, e.get("seed"), t.path.name]
+                              + [_dig(e, (split, k)) for k in metric_keys]
+                              + [_dig(e, (split, "bleu_by_length", b)) for b in LENGTH_BUCKETS]
+                              + [_dig(e, ("valid", "bleu"))]
+                              + [t.results.get(k) for k in ("num_steps", "evaluated_step", "wall_seconds")])
+                    writer.writerow(["" if v is None else v for v in values])
+    return [path]
+
+
 # ---------------------------------------------------------------------------------------------
 # Entry points
 # ---------------------------------------------------------------------------------------------
@@ -572,6 +605,7 @@ def make_all(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = N
     paths += plot_learning_curves(trials, out, size)
     paths += plot_aer_curves(trials, out, size)
     paths += write_tables(trials, out, skipped)
+    paths += write_seeds_csv(trials, out)
     return paths
 
 

@@ -1,6 +1,7 @@
 """Tests for attn_jax.report (the offline sweep report) on a small fake sweep folder laid out as
 train.py writes runs."""
 
+import csv
 import json
 import re
 import subprocess
@@ -130,6 +131,24 @@ def test_tables_hold_mean_std(sweep, written):
     assert r"none & 32 & 2 & 6.5 $\pm$ 0.7 & 4.5 $\pm$ 0.7 & 2.5 $\pm$ 0.7 & 0.5 $\pm$ 0.7 & -- \\" in tex
     assert r"\toprule" in tex and r"\end{tabular}" in tex
     assert r"\caption{Test split; mean $\pm$ std" in tex and "textbackslash" not in tex
+
+
+def test_seeds_csv_holds_every_seed_behind_the_tables(sweep, written):
+    path = sweep / "plots" / "seeds.csv"
+    assert path in written
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == len(SCORERS) * len(HIDDEN_SIZES) * len(SEEDS)  # the unfinished trial has none
+    assert [r["scorer"] for r in rows[::4]] == list(SCORERS)  # table order
+    cell = [r for r in rows if (r["scorer"], r["hidden_size"]) == ("additive", "64")]
+    # The hand-checked cell of the tables, seed by seed: BLEU 10 and 12, AER 0.2 and 0.3.
+    assert [(r["seed"], float(r["bleu"]), float(r["aer"]), float(r["perplexity"])) for r in cell] == [
+        ("0", 10.0, 0.2, 3.0), ("1", 12.0, 0.3, 5.0)]
+    assert [float(r["bleu_1-10"]) for r in cell] == [10.0, 12.0]
+    assert {(r["trial"], r["num_steps"], r["evaluated_step"], r["wall_seconds"]) for r in cell} == {
+        ("additive_h64", "200", "100", "90.0")}
+    none32 = [r for r in rows if (r["scorer"], r["hidden_size"]) == ("none", "32")]
+    assert [r["aer"] for r in none32] == ["", ""] and [r["bleu_41+"] for r in none32] == ["", ""]
+    assert float(none32[1]["bleu_11-20"]) == 7.0 - 2.0  # seed 1: 7 BLEU, minus 2 per bucket
 
 
 def test_hidden_size_selection(sweep):
