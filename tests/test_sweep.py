@@ -36,8 +36,9 @@ SIZES = [32, 64, 128, 256]
 STANDIN_CONFIG = (REPO / "configs" / "default.py").read_text()
 
 FAKE_TRAIN = '''
-"""Fake trainer: records each call; scorer=dot crashes; scorer=general crashes once."""
-import json, os, sys
+"""Fake trainer: records each call; scorer=dot crashes; scorer=general crashes once, and each of
+its attempts lasts at least 0.2 s (so its recorded wall time is never rounded to 0)."""
+import json, os, sys, time
 args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
 with open("invocations.txt", "a") as f:
     f.write(args["workdir"] + "\\n")
@@ -46,6 +47,8 @@ os.makedirs(args["workdir"], exist_ok=True)
 print("training", args["workdir"])
 if scorer == "dot":
     sys.exit(3)
+if scorer == "general":
+    time.sleep(0.2)
 marker = os.path.join(args["workdir"], "attempted")
 if scorer == "general" and not os.path.exists(marker):
     open(marker, "w").close()
@@ -296,9 +299,10 @@ def test_local_failure_isolation_skip_and_resume(workspace, capsys):
     data = json.loads((workspace / "out" / "status.json").read_text())["trials"]
     general = data["scorer=general,hidden_size=8"]
     assert general["attempts"] == 2
-    # Time adds up over attempts: the first attempt's plus the second's (each rounded to 0.1 s).
+    # Time adds up over attempts: the first attempt's plus the second's (each rounded to 0.1 s,
+    # each at least the fake trainer's 0.2 s).
     earlier = first["scorer=general,hidden_size=8"]["wall_seconds"]
-    assert earlier > 0 and general["wall_seconds"] > 0
+    assert earlier >= 0.2 and general["wall_seconds"] >= 0.2
     assert general["total_wall_seconds"] == pytest.approx(earlier + general["wall_seconds"], abs=0.11)
     assert data["scorer=additive,hidden_size=8"] == first["scorer=additive,hidden_size=8"]  # skipped
     log = (workspace / "out" / "scorer=general,hidden_size=8" / "log.txt").read_text()
