@@ -43,7 +43,7 @@ The embedded data's gold, to try the command (a run trained on it; its own sizes
 
     python -m attn_jax.align --workdir=runs/demo --export_synthetic=DIR [--export_split=test]
 
-writes DIR/test.hi, DIR/test.en and DIR/test.gold (`format_gold`) and stops; aligning those
+writes DIR/test.hi, DIR/test.en and DIR/test.gold (`gold.format_gold`) and stops; aligning those
 files gives exactly the run's training-time test AER for the same parameters.
 """
 
@@ -53,90 +53,29 @@ import contextlib
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from attn_jax import checkpoint, metrics, models, runtime, sources, steps, synthetic, translate
-from attn_jax import config as config_lib
-from attn_jax.tokens import BOS, EOS, PAD, UNK
+from attn_jax import translate
+from attn_jax.data import sources, synthetic
+from attn_jax.data.tokens import BOS, EOS, PAD, UNK
+from attn_jax.eval import evaluate, gold, metrics
+from attn_jax.eval.gold import Link
+from attn_jax.model import arch, attention
+from attn_jax.run import cli, steps
+from attn_jax.run import config as config_lib
 
-Link = tuple[int, int]  # (src_idx, tgt_idx), 0-based
 PAD_MULTIPLE = 8  # A batch's length is its longest pair rounded up to a multiple of this.
 
 
-class AlignError(Exception):
-    """Input align cannot use; the message names the fix (the command prints it as is)."""
-
-
-# ------------------------------------------------------------------------------- gold files
-
-_GOLD_LINK = re.compile(r"(\d+)([-p])(\d+)")
-
-
-def parse_gold(line: str, src_len: int, tgt_len: int, reverse: bool = False,
-               where: str = "gold") -> tuple[set[Link], set[Link]]:
-    """(sure, possible) 0-based (src, tgt) links of one gold line of 1-based "i-j" / "ipj" links.
-
-    possible is P ∪ S. `reverse`: the line names the target word first. Raises AlignError
-    (prefixed by `where`, e.g. "test.gold:3") for a malformed link or one outside the sentence.
-    """
-    sure: set[Link] = set()
-    possible: set[Link] = set()
-    for token in line.split():
-        m = _GOLD_LINK.fullmatch(token)
-        if not m:
-            raise AlignError(f"{where}: {token!r} is not a link; gold links are 1-based 'i-j' "
-                             "(sure) or 'ipj' (possible), separated by spaces.")
-        first, second = int(m.group(1)), int(m.group(3))
-        src, tgt = (second, first) if reverse else (first, second)
-        if not (1 <= src <= src_len and 1 <= tgt <= tgt_len):
-            order = "target-source (--reverse)" if reverse else "source-target"
-            raise AlignError(
-                f"{where}: link {token!r} ({order}) is outside the pair of {src_len} source and "
-                f"{tgt_len} target words (1-based indices); the gold must index the words of "
-                "--src/--tgt split at spaces" + ("" if reverse else
-                                                 ", or pass --reverse for target-first links")
-                + ".")
-        link = (src - 1, tgt - 1)
-        possible.add(link)
-        if m.group(2) == "-":
-            sure.add(link)
-    return sure, possible
-
-
-def format_gold(sure: Sequence[Link], possible: Sequence[Link], reverse: bool = False) -> str:
-    """One gold line from 0-based (src, tgt) links: 1-based "i-j" for sure links, "ipj" for the
-    possible links that are not sure ones, sorted; the target word first if `reverse`."""
-    sure_set = {(int(i), int(j)) for i, j in sure}
-    links = sorted(sure_set | {(int(i), int(j)) for i, j in possible})
-    out = []
-    for i, j in links:
-        a, b = (j, i) if reverse else (i, j)
-        out.append(f"{a + 1}{'-' if (i, j) in sure_set else 'p'}{b + 1}")
-    return " ".join(out)
-
-
-def format_links(links: set[Link], reverse: bool = False) -> str:
-    """Pharaoh "i-j" with 0-based indices, source first (target first if `reverse`), sorted."""
-    pairs = sorted((j, i) if reverse else (i, j) for i, j in links)
-    return " ".join(f"{a}-{b}" for a, b in pairs)
-
-
-def score(predicted: Sequence[set[Link]], sure: Sequence[set[Link]],
-          possible: Sequence[set[Link]]) -> dict[str, Any]:
-    """AER (`metrics.aer`) and the counts behind it, summed over the corpus."""
-    possible = [p | s for p, s in zip(possible, sure)]
-    return {"aer": metrics.aer(predicted, sure, possible), "sentences": len(predicted),
-            "links": sum(map(len, predicted)), "sure": sum(map(len, sure)),
-            "possible": sum(map(len, possible)),
-            "sure_hits": sum(len(a & s) for a, s in zip(predicted, sure)),
-            "possible_hits": sum(len(a & p) for a, p in zip(predicted, possible))}
+# Input align cannot use; the message names the fix (the command prints it as is). One type
+# with the gold files' errors, so that every refusal is caught as one.
+AlignError = gold.InputError
 
 
 # ---------------------------------------------------------------------------------- aligner
@@ -156,6 +95,9 @@ def encode_words(vocab, words: Sequence[str], where: str) -> tuple[list[int], np
     return ids, np.asarray(word_of, int)
 
 
+MEAN = "mean"  # The map averaged over layers and heads (a model without heads: its only map).
+
+
 class Aligner:
     """Word alignments from teacher-forced attention: `score(params, batch)` is a jitted
     `steps.EvalStep.score` (its "forced_attention" [K, B, T, S]; replica 0 is used).
@@ -163,27 +105,32 @@ class Aligner:
     Build one with `for_model` (a model and its parameters) or `from_workdir` (a trained run)."""
 
     def __init__(self, score, params, src_vocab, tgt_vocab, batch_size: int = 64,
-                 max_source_len: int | None = None):
+                 max_source_len: int | None = None, heads: tuple[int, int] | None = None):
         if batch_size < 1:
             raise AlignError(f"--batch_size ({batch_size}) must be >= 1.")
         self.score, self.params = score, params
+        # (layers, heads) of a per-head model, whose scores hold "forced_heads" [K, B, L, H, T, S].
+        self.layout = heads
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.batch_size = batch_size
         self.max_source_len = max_source_len  # A source longer than this is refused.
         self.notes: list[str] = []
 
     @classmethod
-    def for_model(cls, model: models.Seq2Seq, params, src_vocab, tgt_vocab,
+    def for_model(cls, model, params, src_vocab, tgt_vocab,
                   batch_size: int = 64) -> Aligner:
         """Replica 0 of `params` ([K, ...]) of `model`, scored by `steps.make_eval_step`."""
-        if model.config.scorer == "none":
-            raise AlignError("this run's model.scorer is 'none' (no attention), so it has no "
-                             "alignments; pass the workdir of a run with an attention scorer.")
+        scorer = attention.scorer_class(model.config.scorer)
+        if not scorer.attends:
+            raise AlignError(f"this run's model.scorer is {model.config.scorer!r} (no attention), "
+                             "so it has no alignments; pass the workdir of a run with an "
+                             "attention scorer.")
         return cls(steps.make_eval_step(model, 0).score,
                    jax.tree.map(lambda x: x[:1], params),  # Replica 0: [1, ...].
                    src_vocab, tgt_vocab, batch_size,
-                   # The location scorer scores a fixed number of source positions.
-                   model.config.max_source_len if model.config.scorer == "location" else None)
+                   # A position-based scorer scores a fixed number of source positions.
+                   model.config.max_source_len if scorer.position_based else None,
+                   model.config.attention_heads if arch.of(model.config).per_head else None)
 
     @classmethod
     def from_workdir(cls, workdir: str, batch_size: int = 64,
@@ -197,7 +144,7 @@ class Aligner:
             config = config_lib.from_saved(json.load(f))  # Read fine by the Translator.
         derived = config_lib.derive(config, src_vocab_size=translator.src_vocab.size,
                                     tgt_vocab_size=translator.tgt_vocab.size, steps_per_epoch=1)
-        aligner = cls.for_model(models.Seq2Seq(derived.model), translator.params,
+        aligner = cls.for_model(arch.build(derived.model), translator.params,
                                 translator.src_vocab, translator.tgt_vocab, batch_size)
         return aligner, [w.replace("translating with", "aligning with")
                          for w in translator.warnings]
@@ -205,7 +152,17 @@ class Aligner:
     def align(self, src_lines: Sequence[str], tgt_lines: Sequence[str],
               first_line: int = 1) -> list[set[Link]]:
         """0-based (src word, tgt word) links of each pair: one per target word (none for a pair
-        with an empty side)."""
+        with an empty side), from the attention map (the mean over layers and heads for a
+        per-head model)."""
+        return self.align_maps(src_lines, tgt_lines, first_line)[MEAN]
+
+    def align_maps(self, src_lines: Sequence[str], tgt_lines: Sequence[str], first_line: int = 1,
+                   heads: Sequence[tuple[int, int]] = ()) -> dict[str, list[set[Link]]]:
+        """`align`'s links from the mean map (key MEAN) and from each cross-attention (layer,
+        head) in `heads` (0-based; keys `evaluate.head_name`, e.g. 'L1H2')."""
+        if heads and self.layout is None:
+            raise AlignError("this run's model has one attention map per target token (no layers "
+                             "and heads: model.arch=rnn); drop --layer/--head/--all_heads.")
         if len(src_lines) != len(tgt_lines):
             raise AlignError(f"{len(src_lines)} source but {len(tgt_lines)} target sentences.")
         src = [encode_words(self.src_vocab, s.split(), f"--src line {first_line + n}")
@@ -232,7 +189,8 @@ class Aligner:
             return max(len(src[n][0]), len(tgt[n][0]) + 1)
 
         todo.sort(key=length)
-        out: list[set[Link]] = [set() for _ in src]
+        names = {MEAN: None, **{evaluate.head_name(*lh): lh for lh in heads}}
+        out: dict[str, list[set[Link]]] = {name: [set() for _ in src] for name in names}
         rows = min(self.batch_size, len(todo))
         for start in range(0, len(todo), max(rows, 1)):
             chunk = todo[start:start + rows]
@@ -247,10 +205,12 @@ class Aligner:
                 batch["src"][r, :len(s)] = s
                 batch["tgt_in"][r, :len(t) + 1] = [BOS, *t]
                 batch["tgt_out"][r, :len(t) + 1] = [*t, EOS]
-            attention = np.asarray(
-                jax.device_get(self.score(self.params, batch)["forced_attention"])[0])  # [B, T, S]
-            for r, n in enumerate(chunk):
-                out[n] = metrics.word_alignment(attention[r], src[n][1], tgt[n][1])
+            scored = jax.device_get(self.score(self.params, batch))
+            for name, lh in names.items():
+                attention = np.asarray(scored["forced_attention"][0] if lh is None else
+                                       scored["forced_heads"][0][:, lh[0], lh[1]])  # [B, T, S]
+                for r, n in enumerate(chunk):
+                    out[name][n] = metrics.word_alignment(attention[r], src[n][1], tgt[n][1])
         return out
 
 
@@ -262,7 +222,7 @@ def export_synthetic(workdir: str, out_dir: str, split: str = "test") -> tuple[s
     and SPLIT.en (the run's data.source_lang / target_lang; one sentence a line) and SPLIT.gold.
 
     The split is generated again from the run's config.json (sizes, seed), so it is the run's own
-    only while attn_jax/synthetic.py is unchanged: a run whose vocabulary records another
+    only while attn_jax/data/synthetic.py is unchanged: a run whose vocabulary records another
     generator fingerprint is refused. Returns the three paths."""
     order = ("test", "valid", "train")  # The order generate_splits draws them in.
     if split not in order:
@@ -279,22 +239,27 @@ def export_synthetic(workdir: str, out_dir: str, split: str = "test") -> tuple[s
                          "training run that has prepared its data.") from None
     except (ValueError, KeyError, AttributeError) as e:
         raise AlignError(f"{workdir} holds no readable run config ({e}).") from None
-    if data.name != "synthetic_hi_en":
+    try:
+        has_gold = sources.dataset(data.name).gold
+    except ValueError:  # A name no registry entry handles (any more).
+        has_gold = False
+    if not has_gold:
+        with_gold = ", ".join(repr(name) for name, entry in sources.DATASETS.items() if entry.gold)
         raise AlignError(f"{workdir} was trained on data.name={data.name!r}; only the embedded "
-                         "data ('synthetic_hi_en') has gold alignments to export.")
-    now = sources.dataset_meta(data)["generator"]  # The fingerprint of attn_jax/synthetic.py.
+                         f"data ({with_gold}) has gold alignments to export.")
+    now = sources.dataset_meta(data)["generator"]  # The fingerprint of attn_jax/data/synthetic.py.
     if trained_on != now:
         raise AlignError(
             f"{workdir} was trained on the embedded data of generator {trained_on}, but "
-            f"attn_jax/synthetic.py is now {now}, so the run's {split} split cannot be "
-            "generated again; export with the attn_jax/synthetic.py the run was trained with.")
+            f"attn_jax/data/synthetic.py is now {now}, so the run's {split} split cannot be "
+            "generated again; export with the attn_jax/data/synthetic.py the run was trained with.")
     sizes = {"test": data.test_size, "valid": data.valid_size, "train": data.train_size}
     drawn = order[:order.index(split) + 1]  # A split depends only on those drawn before it.
     examples = synthetic.generate_splits({k: sizes[k] for k in drawn}, data.seed)[split]
     paths = tuple(os.path.join(out_dir, f"{split}.{ext}")
                   for ext in (data.source_lang, data.target_lang, "gold"))
     columns = ([ex.src for ex in examples], [ex.tgt for ex in examples],
-               [format_gold(ex.sure, ex.possible) for ex in examples])
+               [gold.format_gold(ex.sure, ex.possible) for ex in examples])
     try:
         os.makedirs(out_dir, exist_ok=True)
         for path, lines in zip(paths, columns):
@@ -309,67 +274,36 @@ def export_synthetic(workdir: str, out_dir: str, split: str = "test") -> tuple[s
 # ---------------------------------------------------------------------------------- command
 
 
-def read_lines(path: str, flag: str) -> list[str]:
-    """The lines of a UTF-8 text file (a final newline ends the last line, not a new one)."""
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            text = f.read()
-    except OSError as e:
-        raise AlignError(f"cannot read --{flag}={path}: {e.strerror}.") from None
-    except UnicodeDecodeError as e:
-        raise AlignError(f"--{flag}={path} is not UTF-8 text ({e.reason} at byte {e.start}).") \
-            from None
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [line.rstrip("\r") for line in lines]
-
-
-def read_gold(path: str, src_lines: Sequence[str], tgt_lines: Sequence[str],
-              reverse: bool = False) -> tuple[list[set[Link]], list[set[Link]]]:
-    """(sure, possible) 0-based links per pair of a gold file, checked against the sentences."""
-    lines = read_lines(path, "gold")
-    if len(lines) != len(src_lines):
-        raise AlignError(f"--gold={path} has {len(lines)} lines but --src has {len(src_lines)}; "
-                         "the gold needs one line per sentence pair (an empty line: no links).")
-    parsed = [parse_gold(line, len(s.split()), len(t.split()), reverse, f"{path}:{n}")
-              for n, (line, s, t) in enumerate(zip(lines, src_lines, tgt_lines), 1)]
-    return [s for s, _ in parsed], [p for _, p in parsed]
-
-
-def read_inputs(src_path: str, tgt_path: str, gold_path: str | None = None,
-                reverse: bool = False) -> tuple[list[str], list[str], tuple | None]:
-    """(source lines, target lines, (sure, possible) or None): the command's files, checked
-    against each other (line counts, links inside their sentences) before any model is loaded."""
-    src_lines = read_lines(src_path, "src")
-    tgt_lines = read_lines(tgt_path, "tgt")
-    if len(src_lines) != len(tgt_lines):
-        raise AlignError(f"--src={src_path} has {len(src_lines)} lines but --tgt={tgt_path} has "
-                         f"{len(tgt_lines)}; give one sentence per line, pair by pair.")
-    gold = read_gold(gold_path, src_lines, tgt_lines, reverse) if gold_path else None
-    return src_lines, tgt_lines, gold
-
-
 def align_and_score(aligner: Aligner, src_lines: Sequence[str], tgt_lines: Sequence[str],
-                    gold: tuple | None = None, reverse: bool = False,
-                    out: IO[str] | None = None) -> dict[str, Any]:
-    """Aligns the pairs, writes their links to `out`, scores them against `gold` (sure, possible)
-    if given: the command's JSON summary (aer None without gold)."""
-    predicted = aligner.align(src_lines, tgt_lines)
+                    gold_links: tuple | None = None, reverse: bool = False,
+                    out: IO[str] | None = None, heads: Sequence[tuple[int, int]] = (),
+                    use: str = MEAN) -> dict[str, Any]:
+    """Aligns the pairs, writes the links of map `use` (MEAN, or a `heads` name like 'L1H2') to
+    `out`, scores them against `gold_links` (sure, possible) if given: the command's JSON summary
+    (aer None without gold), with "map" (`use`) and {"heads": {name: summary}} when `heads` are
+    asked for."""
+    maps = aligner.align_maps(src_lines, tgt_lines, heads=heads)
+
+    def summary(predicted):
+        if gold_links is None:
+            return {"aer": None, "sentences": len(predicted), "links": sum(map(len, predicted))}
+        try:
+            return gold.score(predicted, *gold_links)
+        except ValueError as e:  # No links at all: AER is undefined.
+            raise AlignError(f"{e}; give non-empty sentence pairs and gold links.") from None
+
     if out is not None:
-        out.write("".join(format_links(links, reverse) + "\n" for links in predicted))
-    if gold is None:
-        return {"aer": None, "sentences": len(predicted), "links": sum(map(len, predicted))}
-    try:
-        return score(predicted, *gold)
-    except ValueError as e:  # No links at all: AER is undefined.
-        raise AlignError(f"{e}; give non-empty sentence pairs and gold links.") from None
+        out.write("".join(gold.format_links(links, reverse) + "\n" for links in maps[use]))
+    result = summary(maps[use])
+    if heads:
+        result.update(map=use, heads={name: summary(maps[name]) for name in maps if name != MEAN})
+    return result
 
 
 def align_files(aligner: Aligner, src_path: str, tgt_path: str, gold_path: str | None = None,
                 reverse: bool = False, out: IO[str] | None = None) -> dict[str, Any]:
-    """`read_inputs` then `align_and_score`: what the command does with a loaded run."""
-    return align_and_score(aligner, *read_inputs(src_path, tgt_path, gold_path, reverse),
+    """`gold.read_inputs` then `align_and_score`: what the command does with a loaded run."""
+    return align_and_score(aligner, *gold.read_inputs(src_path, tgt_path, gold_path, reverse),
                            reverse=reverse, out=out)
 
 
@@ -385,6 +319,11 @@ def _define_flags() -> None:
     flags.DEFINE_bool("reverse", False, "Gold (and --out) links name the target word first.")
     flags.DEFINE_string("out", None, "Write the predicted Pharaoh links (0-based 'i-j') here.")
     flags.DEFINE_integer("batch_size", 64, "Sentence pairs per batch.")
+    flags.DEFINE_integer("layer", None, "Per-head models: align with this cross-attention layer "
+                         "(1-based; with --head) instead of the mean over layers and heads.")
+    flags.DEFINE_integer("head", None, "Per-head models: the head of --layer (1-based).")
+    flags.DEFINE_bool("all_heads", False, "Per-head models: also score every layer and head, "
+                      "printing a table of their AER (stderr) and adding them to the JSON.")
     flags.DEFINE_enum("checkpoint", "best", ["best", "newest"],
                       "The best checkpoint by valid BLEU (the newest if none), or the newest.")
     flags.DEFINE_string("export_synthetic", None, "Instead of aligning: write the run's "
@@ -401,9 +340,12 @@ def _align_all() -> dict[str, Any]:
         if not getattr(FLAGS, name):
             raise AlignError(f"--{name} is required (python -m attn_jax.align --workdir=RUN "
                              "--src=F --tgt=F [--gold=F] [--reverse] [--out=F]).")
-    inputs = read_inputs(FLAGS.src, FLAGS.tgt, FLAGS.gold, FLAGS.reverse)  # Checked first.
+    if (FLAGS.layer is None) != (FLAGS.head is None) or min(FLAGS.layer or 1, FLAGS.head or 1) < 1:
+        raise AlignError("--layer and --head go together, both >= 1 (e.g. --layer=2 --head=1).")
+    inputs = gold.read_inputs(FLAGS.src, FLAGS.tgt, FLAGS.gold, FLAGS.reverse)  # Checked first.
     aligner, warnings = Aligner.from_workdir(FLAGS.workdir, FLAGS.batch_size,
                                              best=FLAGS.checkpoint == "best")
+    heads, use = _heads_asked(aligner)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     with contextlib.ExitStack() as stack:
@@ -413,24 +355,54 @@ def _align_all() -> dict[str, Any]:
                 out = stack.enter_context(open(FLAGS.out, "w", encoding="utf-8"))
             except OSError as e:
                 raise AlignError(f"cannot write --out={FLAGS.out}: {e.strerror}.") from None
-        summary = align_and_score(aligner, *inputs, reverse=FLAGS.reverse, out=out)
+        summary = align_and_score(aligner, *inputs, reverse=FLAGS.reverse, out=out,
+                                  heads=heads, use=use)
     for note in aligner.notes:
         print(f"note: {note}", file=sys.stderr)
+    if FLAGS.all_heads:
+        print(head_table(summary), file=sys.stderr)
     return summary
+
+
+def _heads_asked(aligner: Aligner) -> tuple[list[tuple[int, int]], str]:
+    """The (layer, head) maps the flags ask for (0-based) and the one whose links are written."""
+    if FLAGS.layer is None and not FLAGS.all_heads:
+        return [], MEAN
+    if aligner.layout is None:
+        aligner.align_maps([], [], heads=[(0, 0)])  # The one-line error for a model without heads.
+    layers, per_layer = aligner.layout
+    if FLAGS.layer is not None and (FLAGS.layer > layers or FLAGS.head > per_layer):
+        raise AlignError(f"--layer={FLAGS.layer} --head={FLAGS.head} is outside this run's "
+                         f"{layers} layers x {per_layer} heads.")
+    every = [(layer, head) for layer in range(layers) for head in range(per_layer)]
+    chosen = [(FLAGS.layer - 1, FLAGS.head - 1)] if FLAGS.layer is not None else []
+    heads = every if FLAGS.all_heads else chosen
+    return heads, evaluate.head_name(*chosen[0]) if chosen else MEAN
+
+
+def head_table(summary: dict[str, Any]) -> str:
+    """Markdown table of AER per layer (rows) and head (columns), and the mean map's."""
+    heads = summary["heads"]
+    layers = sorted({name[1:name.index("H")] for name in heads}, key=int)
+    per_layer = sorted({name[name.index("H") + 1:] for name in heads}, key=int)
+
+    def cell(name):
+        aer = heads[name]["aer"]
+        return "-" if aer is None else f"{aer:.3f}"
+
+    lines = ["| AER | " + " | ".join(f"head {h}" for h in per_layer) + " |",
+             "|---|" + "---:|" * len(per_layer)]
+    lines += [f"| layer {layer} | " + " | ".join(cell(f"L{layer}H{h}") for h in per_layer) + " |"
+              for layer in layers]
+    mean = summary.get("aer") if summary["map"] == MEAN else None
+    return "\n".join(lines + ([f"mean of all heads: {mean:.3f}"] if mean is not None else []))
 
 
 def main(argv):
     del argv
-    checkpoint.quiet_orbax_logs()
-    try:
-        summary = _align_all()
-    except (AlignError, translate.TranslateError) as e:
-        sys.exit(f"error: {e}")
+    summary = cli.one_line_errors(_align_all, (AlignError, translate.TranslateError))
     print(json.dumps(summary))
 
 
 if __name__ == "__main__":
-    runtime.keep_freed_memory()
-    runtime.use_compilation_cache()
-    _define_flags()
-    app.run(main)
+    cli.start(_define_flags, main)

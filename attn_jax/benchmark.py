@@ -1,20 +1,22 @@
 r"""Training-step benchmark: real target tokens/s, compile time, memory and matmul FLOP/s.
 
-Three workloads, each timing the real train step (`steps.make_train_step`, Adam from the default
-config) and counting only real target tokens (tgt_out != PAD: words + EOS):
+Five modes. The first three time the real train step (`steps.make_train_step`, Adam from the
+default config) and count only real target tokens (tgt_out != PAD: words + EOS):
 
-* `--mode=workload --workload=DIR`: fixed batches from a folder written by
-  `../shared/bench/prep_data.py` (train.{de,en} tokenized, vocab.{de,en}, order.txt): batch i is
-  the 128 pairs order[128 i : 128 i + 128]; src = tokens + </s>, tgt_in = <s> + tokens, tgt_out =
-  tokens + </s>, padded to a multiple of --pad_multiple (one compile per padded shape, compiled
-  before timing). Batches 0..warmup-1 run untimed, the next --steps are timed: the same batches
-  the PyTorch reference (`../shared/bench/torch_ref.py`) times, so the two are side by side.
+* `--mode=workload --workload=DIR`: fixed batches from the folder --workload names, written by
+  the PyTorch reference's prep script (prep_data.py: train.{de,en} tokenized, vocab.{de,en},
+  order.txt): batch i is the --batch_size pairs order[B i : B (i + 1)]; src = tokens + </s>,
+  tgt_in = <s> + tokens, tgt_out = tokens + </s>, padded to a multiple of --pad_multiple (one
+  compile per padded shape, compiled before timing). Batches 0..warmup-1 run untimed, the next
+  --steps are timed: the same batches the PyTorch reference times, so the two are side by side
+  (experiments/benchmark/side_by_side.sh).
 * `--mode=pipeline --config=configs/multi30k.py`: one epoch of the project's own input pipeline
   (that config's data, vocabulary, buckets and batching, `data.batch_tokens` included), with the
-  model sizes from the flags below, after one untimed step per bucket shape.
+  model sizes from the flags below (or the config's own model: --config_model), after one
+  untimed step per bucket shape.
 * `--mode=synthetic`: random Multi30k-like batches per scorer and per K vmapped replicas
   (--num_seeds=1,2,4,8), for comparing scorers and seeds.
-  `--mode=decode --workdir=RUN`: beam search (--beam_size) sentences/s over RUN's test split.
+* `--mode=decode --workdir=RUN`: beam search (--beam_size) sentences/s over RUN's test split.
 * `--mode=long`: long inputs. Per attention implementation (`model.attention_impl`: xla,
   chunked, pallas) and S = T in --long_lengths, the additive scorer's forward + backward over all
   target positions at once (`attention.attend_all`, B = --long_batch, A = --long_attention):
@@ -24,14 +26,19 @@ config) and counting only real target tokens (tgt_out != PAD: words + EOS):
   --long_train_batch documents of S = T = --long_train_len words, made by concatenating the
   embedded grammar's sentence pairs; its compiled step bytes and its losses.
 
-FLOPs are matmul FLOPs of the step-by-step reference model (`Seq2Seq.decode_step` scanned,
-forward and backward, full-vocabulary logits), from its jaxpr: for one sentence pair with S
-source and T target tokens they are exactly a + b·S + c·T + d·S·T (encoder and keys grow with S,
-decoder and output with T, attention with S·T), fitted from four traced shapes. `real` FLOPs
-apply this to each pair's own lengths (the work a padding-free implementation must do);
-`padded` FLOPs to the padded batch shape (what a plain implementation does). Achieved FLOP/s
-and the fraction of a measured f32 matmul peak (jitted N×N @ N×N, best of 5) use the real count.
-Peak memory: the process's resident high-water mark, and XLA's buffer bytes per compiled step.
+Model sizes: the size flags are `config.model` fields over configs/default.py, derived by
+`rnn.ModelConfig.from_config` like a training run's (--hidden_size > 0: every size from it;
+otherwise hidden_size = attention_size = --decoder_hidden, which the output size follows).
+
+FLOPs (`attn_jax.run.measure`) are the matmul FLOPs of the step-by-step reference model
+(`rnn.step_by_step_loss`, forward and backward, full-vocabulary logits), counted from its jaxpr
+and applied to each pair's own lengths: the work a padding-free implementation must do.
+Achieved FLOP/s and the fraction of a measured f32 matmul peak (jitted N×N @ N×N, best of 5)
+use only that real-token count; the count at the padded batch shape is reported as work
+(`padded_flops_per_token`: what a model computed over every padded position does), never as a
+speed. Peak memory: the process's resident high-water mark, and XLA's buffer bytes per compiled
+step. Every JSON output holds `machine` (`measure.machine_info`: CPU model and flags, cores,
+thread settings, load average at start and end, versions, XLA_FLAGS).
 
     python -m attn_jax.benchmark --mode=workload --workload=/tmp/bench --steps=30 --warmup=5
     python -m attn_jax.benchmark --mode=pipeline --config=configs/multi30k.py
@@ -46,38 +53,31 @@ Results and the side-by-side commands: experiments/benchmark/README.md.
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 import os
-import platform
 import random
-import resource
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.extend.core as jex_core
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from attn_jax import attention, kernels, models, profiling, runtime, steps
-from attn_jax import config as config_lib
-from attn_jax import loss as loss_lib
+from attn_jax.model import attention, kernels, rnn
+from attn_jax.run import config as config_lib
+from attn_jax.run import measure, profiling, runtime, steps
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.py"
 DOT_FAMILY = ("dot", "scaled_dot")
 MODES = ("workload", "pipeline", "synthetic", "decode", "long")
 
 flags.DEFINE_enum("mode", "synthetic", MODES, "What to time (module docstring).")
 flags.DEFINE_string("workload", "", "workload mode: the folder prep_data.py wrote.")
 flags.DEFINE_integer("pad_multiple", 8, "workload mode: pad each batch to a multiple of this.")
-flags.DEFINE_string("config", str(DEFAULT_CONFIG.parent / "multi30k.py"),
+flags.DEFINE_string("config", os.path.join(os.path.dirname(config_lib.DEFAULT_CONFIG), "multi30k.py"),
                     "pipeline mode: the config whose data pipeline is timed.")
 flags.DEFINE_bool("config_model", False, "pipeline mode: train the config's own model instead "
                   "of the model the size flags describe (Model A by default).")
@@ -87,25 +87,25 @@ flags.DEFINE_list("scorers", ["additive"], "Scorers to benchmark (synthetic mode
 flags.DEFINE_integer("embed_size", 256, "Embedding size (source and target).")
 flags.DEFINE_integer("encoder_hidden", 512, "Encoder hidden size per direction.")
 flags.DEFINE_integer("decoder_hidden", 512, "Decoder hidden size (also attention/output size).")
-flags.DEFINE_integer("hidden_size", 0, "If > 0: decoder = hidden, encoder = embed = hidden // 2 "
-                     "(the model's derivation); overrides the three sizes above.")
+flags.DEFINE_integer("hidden_size", 0, "If > 0: model.hidden_size, every other size derived "
+                     "from it as in training; overrides the three sizes above.")
 flags.DEFINE_integer("batch_size", 128, "Sentences per replica per step (workload: per batch).")
 flags.DEFINE_integer("src_len", 40, "synthetic: padded source length.")
 flags.DEFINE_integer("tgt_len", 40, "synthetic: padded target length (incl. EOS).")
 flags.DEFINE_float("mean_len", 13.0, "synthetic: mean sentence length before clipping.")
 flags.DEFINE_integer("src_vocab", 7800, "synthetic: source vocabulary size.")
 flags.DEFINE_integer("tgt_vocab", 5900, "synthetic: target vocabulary size.")
-flags.DEFINE_enum("flow", "bahdanau", list(models.FLOWS), "Decoder flow.")
+flags.DEFINE_enum("flow", "bahdanau", list(rnn.FLOWS), "Decoder flow.")
 flags.DEFINE_enum("cell", "gru", ["gru", "lstm"], "RNN cell.")
 flags.DEFINE_bool("bidirectional", True, "Bidirectional encoder (Model A).")
-flags.DEFINE_enum("dtype", "float32", list(models.DTYPES), "Matmul dtype.")
+flags.DEFINE_enum("dtype", "float32", list(rnn.DTYPES), "Matmul dtype.")
 flags.DEFINE_integer("steps", 30, "Timed steps (workload, synthetic).")
 flags.DEFINE_integer("warmup", 5, "Untimed steps before timing.")
 flags.DEFINE_list("num_seeds", ["1"], "synthetic: replica counts K, e.g. 1,2,4,8.")
 flags.DEFINE_integer("matmul_size", 2048, "N of the N x N @ N x N f32 matmul peak measurement.")
 flags.DEFINE_string("json_out", "", "Also write all figures to this JSON file.")
 flags.DEFINE_string("profile_dir", "", "workload/pipeline: also trace 3 steps of the first timed "
-                    "batch's shape there and print where the time goes (attn_jax.profiling).")
+                    "batch's shape there and print where the time goes (attn_jax.run.profiling).")
 flags.DEFINE_list("long_lengths", ["128", "512", "2048"], "long mode: S = T values.")
 flags.DEFINE_list("long_impls", list(attention.IMPLS), "long mode: attention implementations.")
 flags.DEFINE_integer("long_batch", 8, "long mode: batch size of the additive scorer cases.")
@@ -118,6 +118,18 @@ flags.DEFINE_integer("long_train_batch", 16, "long mode: documents per training 
 flags.DEFINE_integer("long_train_hidden", 256, "long mode: model.hidden_size of the smoke check.")
 flags.DEFINE_integer("long_train_steps", 3, "long mode: training steps (0: no smoke check).")
 FLAGS = flags.FLAGS
+_FLAG_NAMES = ("mode", "workload", "pad_multiple", "config", "config_model", "workdir", "beam_size",
+               "scorers",
+               "embed_size", "encoder_hidden", "decoder_hidden", "hidden_size", "batch_size",
+               "src_len", "tgt_len", "mean_len", "src_vocab", "tgt_vocab", "flow", "cell",
+               "bidirectional", "dtype", "steps", "warmup", "num_seeds", "matmul_size", "profile_dir",
+               "long_lengths", "long_impls", "long_batch", "long_attention", "long_max_gib",
+               "long_train_len", "long_train_batch", "long_train_hidden", "long_train_steps")
+
+
+def default_options() -> dict[str, Any]:
+    """The options `run` and each mode take (a dict of the flags above), at the flags' defaults."""
+    return {name: FLAGS[name].default for name in _FLAG_NAMES}
 
 
 # -------------------------------------------------------------------------------------- model
@@ -126,163 +138,65 @@ FLAGS = flags.FLAGS
 def model_config(scorer: str, *, embed_size: int, encoder_hidden: int, decoder_hidden: int,
                  hidden_size: int, src_vocab: int, tgt_vocab: int, src_len: int, flow: str,
                  cell: str, bidirectional: bool = True,
-                 dtype: str = "float32") -> tuple[models.ModelConfig, bool]:
-    """The ModelConfig for one row, and whether a dot-family encoder size was adjusted."""
-    model = config_lib.load_config_file(str(DEFAULT_CONFIG)).model
-    model.scorer, model.flow, model.cell = scorer, flow, cell
-    model.bidirectional, model.dtype = bidirectional, dtype
-    if hidden_size > 0:  # Everything derived from one knob, as in training.
-        model.hidden_size, model.embed_size, model.encoder_hidden, model.decoder_hidden = (
-            hidden_size, 0, 0, 0)
-    else:  # Attention and output sizes follow the decoder.
-        model.hidden_size, model.embed_size = decoder_hidden, embed_size
-        model.encoder_hidden, model.decoder_hidden = encoder_hidden, decoder_hidden
-        model.attention_size = decoder_hidden
-    adjusted = False
-    if scorer in DOT_FAMILY:
-        dec = model.decoder_hidden or model.hidden_size
-        enc = model.encoder_hidden or (model.hidden_size // 2 if model.bidirectional
-                                       else model.hidden_size)
-        if enc * (2 if model.bidirectional else 1) != dec:
-            model.encoder_hidden = dec // 2 if model.bidirectional else dec
-            adjusted = True
-    cfg = models.ModelConfig.from_config(model, src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab,
-                                         max_source_len=src_len)
-    return cfg, adjusted
+                 dtype: str = "float32") -> tuple[rnn.ModelConfig, bool]:
+    """The ModelConfig for one row, and whether a dot-family encoder size was adjusted.
+
+    The flags set `config.model` fields (0 = derived, as in configs/default.py) and
+    `rnn.ModelConfig.from_config` derives the rest: hidden_size > 0 leaves every other size
+    derived from it; otherwise hidden_size and attention_size are decoder_hidden. A dot-family
+    scorer needs annotations of the decoder's size: where the derived sizes differ, the encoder
+    gets decoder_hidden split over its directions.
+    """
+    model = config_lib.load_config_file(config_lib.DEFAULT_CONFIG).model
+    model.update(flow=flow, cell=cell, bidirectional=bidirectional, dtype=dtype)
+    if hidden_size > 0:
+        model.update(hidden_size=hidden_size, embed_size=0, encoder_hidden=0, decoder_hidden=0,
+                     attention_size=0)
+    else:
+        model.update(hidden_size=decoder_hidden, embed_size=embed_size,
+                     encoder_hidden=encoder_hidden, decoder_hidden=decoder_hidden,
+                     attention_size=decoder_hidden)
+
+    def derive(scorer: str) -> rnn.ModelConfig:
+        model.scorer = scorer
+        return rnn.ModelConfig.from_config(model, src_vocab_size=src_vocab,
+                                           tgt_vocab_size=tgt_vocab, max_source_len=src_len)
+
+    sizes = derive("additive")  # The sizes, before a dot-family scorer's check rejects them.
+    adjusted = scorer in DOT_FAMILY and sizes.annotation_size != sizes.decoder_hidden
+    if adjusted:
+        model.encoder_hidden = sizes.decoder_hidden // (2 if sizes.bidirectional else 1)
+    return derive(scorer), adjusted
 
 
 def _options_model(options: dict[str, Any], scorer: str, src_vocab: int, tgt_vocab: int,
-                   max_len: int) -> tuple[models.ModelConfig, bool]:
+                   max_len: int) -> tuple[rnn.ModelConfig, bool]:
     keys = ("embed_size", "encoder_hidden", "decoder_hidden", "hidden_size", "flow", "cell",
             "bidirectional", "dtype")
     return model_config(scorer, src_vocab=src_vocab, tgt_vocab=tgt_vocab, src_len=max_len,
                         **{k: options[k] for k in keys})
 
 
-# -------------------------------------------------------------------------------------- FLOPs
-
-
-def _sub_jaxprs(value: Any) -> Iterator[jex_core.Jaxpr]:
-    if isinstance(value, jex_core.ClosedJaxpr):
-        yield value.jaxpr
-    elif isinstance(value, jex_core.Jaxpr):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _sub_jaxprs(v)
-
-
-def matmul_flops(jaxpr: jex_core.Jaxpr) -> float:
-    """2·M·N·K summed over every dot_general; a scan body counts `length` times, a cond its
-    costliest branch, a while body once (unknown trip count)."""
-    total = 0.0
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            (contract, _), _ = eqn.params["dimension_numbers"]
-            lhs = eqn.invars[0].aval.shape
-            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contract)
-            continue
-        subs = [matmul_flops(j) for v in eqn.params.values() for j in _sub_jaxprs(v)]
-        if eqn.primitive.name == "cond":
-            total += max(subs, default=0.0)
-        else:
-            total += eqn.params.get("length", 1) * sum(subs) if eqn.primitive.name == "scan" \
-                else sum(subs)
-    return total
-
-
-def _reference_loss(model: models.Seq2Seq, params, src, tgt_in, tgt_out, smoothing: float = 0.0):
-    """The step-by-step model's loss: decode_step scanned, full logits, cross-entropy (plain
-    autodiff throughout; the tests hold the fused training loss equal to it)."""
-    def run(mdl, src, tgt_in):
-        memory, carry = mdl.encode(src)
-
-        def step(mdl, carry, ids):
-            carry, logits, _ = mdl.decode_step(carry, ids, memory)
-            return carry, logits
-
-        scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False},
-                       in_axes=1, out_axes=1)
-        return scan(mdl, carry, tgt_in)[1]
-
-    logits = model.apply({"params": params}, src, tgt_in, method=run)
-    loss, _ = loss_lib.cross_entropy(logits, tgt_out, (tgt_out != models.PAD).astype(jnp.float32),
-                                     smoothing)
-    return loss.sum()
-
-
-@functools.cache
-def flop_coefficients(cfg: models.ModelConfig) -> tuple[float, float, float, float]:
-    """(a, b, c, d): forward + backward matmul FLOPs of one pair = a + b·S + c·T + d·S·T."""
-    model = models.Seq2Seq(cfg)
-    params = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0), 4, 4))
-    grad = jax.grad(functools.partial(_reference_loss, model))
-
-    def count(s: int, t: int) -> float:
-        src, tgt = jnp.ones((1, s), jnp.int32), jnp.ones((1, t), jnp.int32)
-        return matmul_flops(jax.make_jaxpr(grad)(params, src, tgt, tgt).jaxpr)
-
-    (s1, s2), (t1, t2) = (4, 8), (4, 8)
-    f11, f12, f21, f22 = count(s1, t1), count(s1, t2), count(s2, t1), count(s2, t2)
-    d = (f22 - f21 - f12 + f11) / ((s2 - s1) * (t2 - t1))
-    b = (f21 - f11) / (s2 - s1) - d * t1
-    c = (f12 - f11) / (t2 - t1) - d * s1
-    return f11 - b * s1 - c * t1 - d * s1 * t1, b, c, d
-
-
-def batch_flops(cfg: models.ModelConfig, batch: dict[str, np.ndarray]) -> tuple[float, float]:
-    """(real, padded) FLOPs of a batch [..., B, L]: each pair at its own lengths / at L."""
-    a, b, c, d = flop_coefficients(cfg)
-    s = (batch["src"] != models.PAD).sum(-1).astype(np.float64)
-    t = (batch["tgt_out"] != models.PAD).sum(-1).astype(np.float64)
-    real = float(np.sum(a + b * s + c * t + d * s * t))
-    sp, tp = batch["src"].shape[-1], batch["tgt_out"].shape[-1]
-    return real, float(s.size * (a + b * sp + c * tp + d * sp * tp))
-
-
 # ---------------------------------------------------------------------------------- measuring
 
 
-def matmul_peak(n: int, reps: int = 5) -> float:
-    """Best-of-`reps` f32 FLOP/s of a jitted n x n @ n x n matmul (after one warmup call)."""
-    a, b = (jax.random.normal(jax.random.key(i), (n, n), jnp.float32) for i in (0, 1))
-    mm = jax.jit(jnp.matmul)
-    jax.block_until_ready(mm(a, b))
-    best = math.inf
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(mm(a, b))
-        best = min(best, time.perf_counter() - t)
-    return 2.0 * n**3 / best
-
-
-def _host_peak_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _xla_bytes(compiled) -> int | None:
-    mem = compiled.memory_analysis()
-    if mem is None:
-        return None
-    return (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-            - mem.alias_size_in_bytes)
-
-
-def _init_replicas(model, tx, k: int, src_len: int, tgt_len: int) -> steps.TrainState:
+def _init_replicas(model, tx, k: int, src_len: int) -> steps.TrainState:
     """K copies of replica 0 (step time does not depend on the values)."""
-    one = steps.init_state(model, tx, [0], src_len, tgt_len)
-    return jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), one)
+    one = steps.init_state(model, tx, [0], src_len)
+    if k == 1:
+        return one
+    return jax.jit(lambda t: jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), t))(one)
 
 
 class Trainer:
     """The real train step of one model, compiled once per batch shape (compile time recorded)."""
 
-    def __init__(self, cfg: models.ModelConfig, num_seeds: int, total_steps: int):
+    def __init__(self, cfg: rnn.ModelConfig, num_seeds: int, total_steps: int):
         self.cfg = cfg
-        self.model = models.Seq2Seq(cfg)
-        train = config_lib.load_config_file(str(DEFAULT_CONFIG)).train
+        self.model = rnn.Seq2Seq(cfg)
+        train = config_lib.load_config_file(config_lib.DEFAULT_CONFIG).train
         tx, _ = steps.make_optimizer(train, total_steps)
-        self.state = _init_replicas(self.model, tx, num_seeds, 8, 8)
+        self.state = _init_replicas(self.model, tx, num_seeds, 8)
         self.step = steps.make_train_step(self.model, tx, train.label_smoothing)
         self.compiled: dict[tuple, Any] = {}
         self.compile_s: dict[str, float] = {}
@@ -299,7 +213,7 @@ class Trainer:
             self.compiled[key] = self.step.lower(self.state, args).compile()
             name = "x".join(str(d) for d in batch["src"].shape) + "/" + str(batch["tgt_out"].shape[-1])
             self.compile_s[name] = time.perf_counter() - t
-            self.xla_bytes[name] = _xla_bytes(self.compiled[key])
+            self.xla_bytes[name] = measure.xla_bytes(self.compiled[key])
 
     def profile(self, batch: dict[str, np.ndarray], trace_dir: str, steps: int = 3):
         """Where the time of `batch`'s step goes (`profiling.breakdown`), printed and returned."""
@@ -329,9 +243,9 @@ class Trainer:
 
 def _summary(cfg, trainer: Trainer, timed: list[dict], seconds: list[float], peak: float,
              metrics_weight: float) -> dict[str, Any]:
-    tokens = sum(int((b["tgt_out"] != models.PAD).sum()) for b in timed)
-    pairs = sum(int((b["tgt_out"][..., 0] != models.PAD).sum()) for b in timed)
-    real, padded = (sum(f) for f in zip(*(batch_flops(cfg, b) for b in timed)))
+    tokens = sum(int((b["tgt_out"] != rnn.PAD).sum()) for b in timed)
+    pairs = sum(int((b["tgt_out"][..., 0] != rnn.PAD).sum()) for b in timed)
+    real, padded = (sum(f) for f in zip(*(measure.batch_flops(cfg, b) for b in timed)))
     total = sum(seconds)
     return {
         "timed_steps": len(timed), "timed_target_tokens": tokens, "model_weight_sum": metrics_weight,
@@ -339,9 +253,8 @@ def _summary(cfg, trainer: Trainer, timed: list[dict], seconds: list[float], pea
         "pairs_per_sec": pairs / total, "step_ms_median": 1e3 * float(np.median(seconds)),
         "real_flops_per_token": real / tokens, "padded_flops_per_token": padded / tokens,
         "achieved_flops_per_sec": real / total, "fraction_of_peak": real / total / peak,
-        "padded_fraction_of_peak": padded / total / peak,
         "compile_s": trainer.compile_s, "xla_step_bytes": trainer.xla_bytes,
-        "host_peak_rss_bytes": _host_peak_bytes(),
+        "host_peak_rss_bytes": measure.host_peak_bytes(),
     }
 
 
@@ -349,10 +262,10 @@ def _print_summary(r: dict[str, Any]) -> None:
     print(f"{r['timed_target_tokens']} real target tokens ({r['timed_pairs']} pairs) in "
           f"{r['timed_steps']} steps, {r['seconds']:.1f} s: {r['tokens_per_sec']:.0f} tok/s, "
           f"{r['pairs_per_sec']:.1f} pairs/s, median step {r['step_ms_median']:.0f} ms")
-    print(f"matmul MFLOP per real token: real {r['real_flops_per_token'] / 1e6:.1f}, padded "
-          f"{r['padded_flops_per_token'] / 1e6:.1f}; achieved {r['achieved_flops_per_sec'] / 1e9:.1f}"
-          f" GFLOP/s = {100 * r['fraction_of_peak']:.1f}% of peak (padded count: "
-          f"{100 * r['padded_fraction_of_peak']:.1f}%)")
+    print(f"matmul work per real target token: {r['real_flops_per_token'] / 1e6:.1f} MFLOP at each "
+          f"pair's own lengths ({r['padded_flops_per_token'] / 1e6:.1f} if computed at the padded "
+          f"batch shape); achieved {r['achieved_flops_per_sec'] / 1e9:.1f} GFLOP/s = "
+          f"{100 * r['fraction_of_peak']:.1f}% of the f32 matmul peak (real-token count)")
     shapes = ", ".join(f"{k}: {v:.1f} s" for k, v in r["compile_s"].items())
     print(f"compile per shape: {shapes}")
     mb = [v / 2**20 for v in r["xla_step_bytes"].values() if v]
@@ -371,7 +284,7 @@ def read_workload(folder: str) -> tuple[list[list[int]], list[list[int]], list[i
             return f.read().split("\n")[:-1]
 
     vocab = {lang: {w: i + 4 for i, w in enumerate(lines(f"vocab.{lang}"))} for lang in ("de", "en")}
-    ids = {lang: [[vocab[lang].get(w, models.UNK) for w in s.split()] for s in lines(f"train.{lang}")]
+    ids = {lang: [[vocab[lang].get(w, rnn.UNK) for w in s.split()] for s in lines(f"train.{lang}")]
            for lang in ("de", "en")}
     order = [int(x) for x in lines("order.txt")[0].split()] if len(lines("order.txt")) == 1 else \
         [int(x) for x in " ".join(lines("order.txt")).split()]
@@ -380,13 +293,13 @@ def read_workload(folder: str) -> tuple[list[list[int]], list[list[int]], list[i
 
 def workload_batch(src, tgt, rows: Sequence[int], multiple: int) -> dict[str, np.ndarray]:
     """One [1, B, L] batch (K = 1) of the given pairs, padded to a multiple of `multiple`."""
-    s = [src[i] + [models.EOS] for i in rows]
-    t_in = [[models.BOS] + tgt[i] for i in rows]
-    t_out = [tgt[i] + [models.EOS] for i in rows]
+    s = [src[i] + [rnn.EOS] for i in rows]
+    t_in = [[rnn.BOS] + tgt[i] for i in rows]
+    t_out = [tgt[i] + [rnn.EOS] for i in rows]
     pad_to = lambda n: -(-n // multiple) * multiple  # noqa: E731
 
     def array(seqs):
-        out = np.full((1, len(seqs), pad_to(max(map(len, seqs)))), models.PAD, np.int32)
+        out = np.full((1, len(seqs), pad_to(max(map(len, seqs)))), rnn.PAD, np.int32)
         for r, x in enumerate(seqs):
             out[0, r, :len(x)] = x
         return out
@@ -420,12 +333,12 @@ def run_workload(options: dict[str, Any], peak: float) -> dict[str, Any]:
 
 
 def run_pipeline(options: dict[str, Any], peak: float) -> dict[str, Any]:
-    from attn_jax import data as data_lib
+    from attn_jax.data import batches as data_lib
     config = config_lib.load_config_file(options["config"])
     with tempfile.TemporaryDirectory() as workdir:
         data = data_lib.load(config.data, workdir)
     if options["config_model"]:
-        cfg = models.ModelConfig.from_config(config.model, src_vocab_size=data.src_vocab.size,
+        cfg = rnn.ModelConfig.from_config(config.model, src_vocab_size=data.src_vocab.size,
                                              tgt_vocab_size=data.tgt_vocab.size,
                                              max_source_len=max(data.buckets))
     else:
@@ -454,7 +367,8 @@ def run_pipeline(options: dict[str, Any], peak: float) -> dict[str, Any]:
 
 def run_decode(options: dict[str, Any]) -> dict[str, Any]:
     """Beam search over the test split of a finished run, as `attn_jax.translate` runs it."""
-    from attn_jax import sources, translate
+    from attn_jax import translate
+    from attn_jax.data import sources
     translator = translate.Translator(options["workdir"], beam_size=options["beam_size"])
     with open(os.path.join(options["workdir"], "config.json")) as f:
         data_cfg = config_lib.from_saved(json.load(f)).data
@@ -489,13 +403,13 @@ def make_batch(seed: int, num_seeds: int, batch_size: int, src_len: int, tgt_len
     src_n = _lengths(rng, shape, mean_len, src_len)  # [K, B]
     tgt_n = _lengths(rng, shape, mean_len, tgt_len - 1)  # [K, B]
     src = rng.integers(4, src_vocab, (*shape, src_len), dtype=np.int32)  # [K, B, S]
-    src[np.arange(src_len) >= src_n[..., None]] = models.PAD
+    src[np.arange(src_len) >= src_n[..., None]] = rnn.PAD
     words = rng.integers(4, tgt_vocab, (*shape, tgt_len), dtype=np.int32)  # [K, B, T]
     pos = np.arange(tgt_len)
-    tgt_out = np.where(pos < tgt_n[..., None], words, models.PAD)
-    tgt_out[pos == tgt_n[..., None]] = models.EOS
-    tgt_in = np.where(pos <= tgt_n[..., None], np.roll(tgt_out, 1, axis=-1), models.PAD)
-    tgt_in[..., 0] = models.BOS
+    tgt_out = np.where(pos < tgt_n[..., None], words, rnn.PAD)
+    tgt_out[pos == tgt_n[..., None]] = rnn.EOS
+    tgt_in = np.where(pos <= tgt_n[..., None], np.roll(tgt_out, 1, axis=-1), rnn.PAD)
+    tgt_in[..., 0] = rnn.BOS
     return {"src": src, "tgt_in": tgt_in.astype(np.int32), "tgt_out": tgt_out.astype(np.int32)}
 
 
@@ -588,7 +502,7 @@ def additive_case(impl: str, batch: int, length: int, size: int, warmup: int, st
     t = time.perf_counter()
     compiled = grad.lower(*args).compile()
     row = {"impl": impl, "length": length, "batch": batch, "attention_size": size,
-           "compile_s": time.perf_counter() - t, "xla_bytes": _xla_bytes(compiled),
+           "compile_s": time.perf_counter() - t, "xla_bytes": measure.xla_bytes(compiled),
            "naive_tanh_bytes": batch * length * length * size * 4}
     if row["xla_bytes"] is not None and row["xla_bytes"] > max_bytes:
         row["step_s"] = None  # Too large to run here.
@@ -600,7 +514,7 @@ def additive_case(impl: str, batch: int, length: int, size: int, warmup: int, st
 def long_documents(count: int, length: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:
     """`count` (source, target) documents: the embedded grammar's sentence pairs concatenated
     while both sides stay within length - 1 words (room for BOS / EOS)."""
-    from attn_jax import synthetic
+    from attn_jax.data import synthetic
     rng = random.Random(seed)
     docs = []
     for _ in range(count):
@@ -621,13 +535,13 @@ def document_batch(docs, length: int) -> tuple[dict[str, np.ndarray], int, int]:
     ids from 4 (PAD, BOS, EOS, UNK below)."""
     vocab = [{w: i + 4 for i, w in enumerate(sorted({w for d in docs for w in d[side]}))}
              for side in (0, 1)]
-    batch = {k: np.full((1, len(docs), length), models.PAD, np.int32)
+    batch = {k: np.full((1, len(docs), length), rnn.PAD, np.int32)
              for k in ("src", "tgt_in", "tgt_out")}
     for r, (src, tgt) in enumerate(docs):
         s, t = [vocab[0][w] for w in src], [vocab[1][w] for w in tgt]
-        batch["src"][0, r, :len(s) + 1] = s + [models.EOS]
-        batch["tgt_in"][0, r, :len(t) + 1] = [models.BOS] + t
-        batch["tgt_out"][0, r, :len(t) + 1] = t + [models.EOS]
+        batch["src"][0, r, :len(s) + 1] = s + [rnn.EOS]
+        batch["tgt_in"][0, r, :len(t) + 1] = [rnn.BOS] + t
+        batch["tgt_out"][0, r, :len(t) + 1] = t + [rnn.EOS]
     return batch, len(vocab[0]) + 4, len(vocab[1]) + 4
 
 
@@ -654,7 +568,7 @@ def long_training(options: dict[str, Any]) -> dict[str, Any]:
             "mean_tgt_words": float(np.mean([w[1] for w in words])),
             "xla_step_bytes": next(iter(trainer.xla_bytes.values())),
             "compile_s": next(iter(trainer.compile_s.values())), "step_s": seconds,
-            "losses": losses, "host_peak_rss_bytes": _host_peak_bytes()}
+            "losses": losses, "host_peak_rss_bytes": measure.host_peak_bytes()}
 
 
 def run_long(options: dict[str, Any]) -> dict[str, Any]:
@@ -695,21 +609,27 @@ def run_long(options: dict[str, Any]) -> dict[str, Any]:
 def run(options: dict[str, Any]) -> dict[str, Any]:
     """All figures of one mode (a dict of the flags above); prints as it goes."""
     device = jax.devices()[0]
+    machine = measure.machine_info()
     head = {"device": f"{device.platform}: {device.device_kind}", "backend": jax.default_backend(),
-            "host": f"{platform.machine()}, {os.cpu_count()} CPUs", "jax": jax.__version__,
-            "load_average": os.getloadavg(), "options": options}
+            "machine": machine, "options": options}
+    cpu_flags = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in machine["cpu_flags"].items())
+    print(f"device {head['device']}; {machine['cpu_model']} ({cpu_flags}), "
+          f"{machine['sched_affinity_cpus']} CPUs usable, load {machine['load_average_start']}",
+          flush=True)
     if options["mode"] == "decode":
-        return {**head, **run_decode(options)}
-    if options["mode"] == "long":
-        return {**head, **run_long(options)}
-    peak = matmul_peak(options["matmul_size"])
-    head.update(matmul_size=options["matmul_size"], matmul_peak_flops_per_sec=peak)
-    print(f"device {head['device']} ({head['host']}, load {head['load_average'][0]:.2f}); "
-          f"f32 matmul peak {peak / 1e9:.1f} GFLOP/s ({options['matmul_size']}^3)", flush=True)
-    if options["mode"] == "synthetic":
-        return {**head, "rows": run_synthetic(options, peak)}
-    result = (run_workload if options["mode"] == "workload" else run_pipeline)(options, peak)
-    _print_summary(result)
+        result = run_decode(options)
+    elif options["mode"] == "long":
+        result = run_long(options)
+    else:
+        peak = measure.matmul_peak(options["matmul_size"])
+        head.update(matmul_size=options["matmul_size"], matmul_peak_flops_per_sec=peak)
+        print(f"f32 matmul peak {peak / 1e9:.1f} GFLOP/s ({options['matmul_size']}^3)", flush=True)
+        if options["mode"] == "synthetic":
+            result = {"rows": run_synthetic(options, peak)}
+        else:
+            result = (run_workload if options["mode"] == "workload" else run_pipeline)(options, peak)
+            _print_summary(result)
+    machine["load_average_end"] = measure.load_average()
     return {**head, **result}
 
 
@@ -723,8 +643,8 @@ def main(argv: Sequence[str]) -> None:
     if unknown:
         raise app.UsageError(f"Unknown --long_impls {unknown}; valid: {', '.join(attention.IMPLS)}.")
     if FLAGS.mode == "workload" and not FLAGS.workload:
-        raise app.UsageError("--mode=workload needs --workload=DIR (written by "
-                             "../shared/bench/prep_data.py --out DIR).")
+        raise app.UsageError("--mode=workload needs --workload=DIR (written by the PyTorch "
+                             "reference's prep_data.py --out DIR).")
     if FLAGS.mode == "decode" and not FLAGS.workdir:
         raise app.UsageError("--mode=decode needs --workdir=RUN (a finished training run).")
     options = {name: FLAGS[name].value for name in _FLAG_NAMES}
@@ -733,14 +653,6 @@ def main(argv: Sequence[str]) -> None:
         Path(FLAGS.json_out).write_text(json.dumps(result, indent=1, default=str))
         print(f"wrote {FLAGS.json_out}")
 
-
-_FLAG_NAMES = ("mode", "workload", "pad_multiple", "config", "config_model", "workdir", "beam_size",
-               "scorers",
-               "embed_size", "encoder_hidden", "decoder_hidden", "hidden_size", "batch_size",
-               "src_len", "tgt_len", "mean_len", "src_vocab", "tgt_vocab", "flow", "cell",
-               "bidirectional", "dtype", "steps", "warmup", "num_seeds", "matmul_size", "profile_dir",
-               "long_lengths", "long_impls", "long_batch", "long_attention", "long_max_gib",
-               "long_train_len", "long_train_batch", "long_train_hidden", "long_train_steps")
 
 if __name__ == "__main__":
     runtime.keep_freed_memory()

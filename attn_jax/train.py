@@ -8,7 +8,8 @@ run (results.json present) is not retrained. The flow: config -> data -> model -
 metrics/checkpoints -> evaluation -> heatmaps and results.json.
 
 A workdir belongs to one process at a time (an flock on WORKDIR/.lock holding its pid; the
-system releases it however the process ends). config.json is written only once the run has
+system releases it however the process ends), and SIGTERM / SIGUSR1 checkpoint the run and end it
+with exit status 143 (both `attn_jax.run.workdir`). config.json is written only once the run has
 really started (data loaded, state initialised or restored), so a command that fails earlier
 leaves nothing that refuses the corrected one; with config.json missing, the checkpoint's
 parameter shapes are still checked against the config.
@@ -18,16 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import logging as std_logging
 import math
 import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -36,172 +33,16 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from attn_jax import checkpoint, evaluate, models, plots, runtime, sharding, steps, synthetic, tracking
-from attn_jax import config as config_lib
-from attn_jax import data as data_lib
-
-EXAMPLE_SRC = synthetic.RUNNING_EXAMPLE.src
-
-
-# The exit status of a run stopped by SIGTERM / SIGUSR1 after saving its checkpoint (128 +
-# SIGTERM, what a scheduler expects of a terminated job); launch/slurm.py requeues on it.
-PREEMPTED_EXIT_CODE = 143
+from attn_jax.data import batches, sources
+from attn_jax.eval import evaluate, plots
+from attn_jax.model import arch, attention
+from attn_jax.run import checkpoint, runtime, sharding, steps, tracking
+from attn_jax.run import config as config_lib
+from attn_jax.run import workdir as workdir_lib
 
 
 class TrainingError(RuntimeError):
     """A run that cannot continue (NaN loss, incompatible resume); the message names the fix."""
-
-
-class Preempted(Exception):
-    """SIGTERM or SIGUSR1 arrived: the state was checkpointed at `step`; rerun to resume."""
-
-    exit_code = PREEMPTED_EXIT_CODE  # What the process exits with (tracking records it too).
-
-    def __init__(self, step: int, signum: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; the "
-                         "checkpoint of that step is saved: rerun the same command to resume.")
-        self.step, self.signum = step, signum
-
-
-class _StopSignals:
-    """While active, SIGTERM and SIGUSR1 only record that they arrived (`signum`); the training
-    loop checkpoints at its next step and raises Preempted. A no-op off the main thread."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._record)
-        return self
-
-    def _record(self, signum, frame) -> None:
-        del frame
-        logging.warning("Received %s: checkpointing at the next step, then stopping.",
-                        signal.Signals(signum).name)
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-class _NoTracker:
-    """What processes other than 0 log: nothing (they read process 0's rows on resume)."""
-
-    def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, "metrics.jsonl")
-
-    def truncate(self, step):
-        return tracking.read_rows(self.path)
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
-
-
-@contextlib.contextmanager
-def lock_workdir(workdir: str) -> Iterator[None]:
-    """Creates the workdir and holds WORKDIR/.lock (with this pid in it) while the block runs.
-
-    A second process is refused with a ValueError naming the holder's pid; an unwritable
-    workdir (or parent) is a ValueError naming the path, never a traceback."""
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ValueError(f"--workdir={workdir} is a file, not a directory; choose another path.")
-    path = os.path.join(workdir, ".lock")
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except PermissionError as e:
-        raise ValueError(f"--workdir={workdir} is not writable ({e.strerror}: {e.filename}); "
-                         "fix its permissions or choose another --workdir.") from None
-    with os.fdopen(fd, "r+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = f.read().strip() or "unknown"
-            raise ValueError(f"--workdir={workdir} is in use by another training process (pid "
-                             f"{holder}); wait for it to finish or stop it, or choose another "
-                             "--workdir.") from None
-        f.truncate(0)
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        try:
-            yield
-        finally:
-            f.truncate(0)  # Closing the file releases the lock.
-
-
-def _check_saved_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """Refuses a workdir whose config.json belongs to an incompatible config (writes nothing)."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        saved = json.load(f)
-    config_lib.check_resume(saved, json.loads(config.to_json()), workdir)
-
-
-def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-    path = os.path.join(workdir, "config.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(json.loads(config.to_json()), f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
-def _window_metrics(window: list[dict[str, Any]], seconds: float, lr: float) -> list[dict]:
-    """Sums a logging window of step metrics (each [K]) into one row per replica."""
-    sums = {k: np.sum([m[k] for m in window], axis=0) for k in ("nll_sum", "weight")}
-    grad_norm = np.mean([m["grad_norm"] for m in window], axis=0)
-    rows = []
-    for k in range(len(sums["weight"])):
-        loss = float(sums["nll_sum"][k] / max(sums["weight"][k], 1.0))
-        rows.append({"loss": loss, "perplexity": float(np.exp(min(loss, 50.0))),
-                     "grad_norm": float(grad_norm[k]), "learning_rate": lr,
-                     "tokens_per_sec": float(sums["weight"][k] / max(seconds, 1e-9))})
-    return rows
-
-
-def _draw_heatmaps(workdir, data, scorer, texts, translations, seeds):
-    """attention/<name>.png for replica 0, and the running example's weights as JSON per seed."""
-    out_dir = os.path.join(workdir, "attention")
-    os.makedirs(out_dir, exist_ok=True)
-    images = {}
-    for name, text, (ids, attn) in zip(texts, texts.values(), translations[0]):
-        src = data.src_vocab.pieces(data.src_vocab.encode(text))
-        tgt = data.tgt_vocab.pieces(ids)
-        path = os.path.join(out_dir, f"{name}.png")
-        hyp = data.tgt_vocab.decode(ids)
-        plots.heatmap(attn[:, :len(src)], src, tgt, path, title=f"{scorer}: {hyp}")
-        images[name] = path
-    for seed, per in zip(seeds, translations):
-        if "running_example" not in texts:
-            break
-        ids, attn = per[0]  # The running example comes first.
-        with open(os.path.join(out_dir, f"running_example_seed{seed}.json"), "w") as f:
-            json.dump({"src": EXAMPLE_SRC.split(), "tgt": data.tgt_vocab.pieces(ids),
-                       "hyp": data.tgt_vocab.decode(ids), "scorer": scorer,
-                       "attention": None if scorer == "none" else
-                       np.asarray(attn[:, :len(EXAMPLE_SRC.split())]).round(5).tolist()}, f)
-    return images
-
-
-def _mean_metrics(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
-    out = {}
-    for key, value in per_seed[0].items():
-        if isinstance(value, dict):
-            out[key] = {b: (None if any(p[key][b] is None for p in per_seed)
-                            else float(np.mean([p[key][b] for p in per_seed]))) for b in value}
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = float(np.mean([p[key] for p in per_seed]))
-        elif value is None:
-            out[key] = None
-        else:
-            out[key] = value
-    return out
 
 
 @dataclasses.dataclass
@@ -210,13 +51,13 @@ class _Run:
 
     config: ml_collections.ConfigDict
     workdir: str
-    data: data_lib.Data
+    data: batches.Data
     derived: config_lib.Derived
-    model: models.Seq2Seq
+    model: Any  # The flax module of model.arch (arch.build).
     ckpts: checkpoint.Checkpoints
-    tracker: tracking.Tracker | _NoTracker
+    tracker: tracking.Tracker | tracking.NoTracker
     layout: sharding.Layout
-    stop: _StopSignals
+    stop: workdir_lib.StopSignals
     # Where this invocation's wall time went (results.json "seconds"): data, setup (model,
     # state, checkpoint, tracker), train (the steps, their compiles included), evaluation (the
     # periodic ones and checkpoint saves), final (the final evaluation and heatmaps).
@@ -228,6 +69,10 @@ class _Run:
     @property
     def seeds(self) -> tuple[int, ...]:
         return self.derived.seeds
+
+    @property
+    def scorer(self) -> type[attention.Scorer]:
+        return attention.scorer_class(self.derived.model.scorer)
 
     def elapsed(self) -> float:
         """Wall seconds of the run so far, earlier invocations included (see clock_start)."""
@@ -242,7 +87,7 @@ class _Run:
         ev = self.config.eval
         return evaluate.run_split(
             self.data, split, eval_step, params, batch_size=ev.batch_size,
-            num_seeds=len(self.seeds), attends=self.derived.model.scorer != "none",
+            num_seeds=len(self.seeds), attends=self.scorer.attends,
             subset=subset, beam_step=beam_step, length_penalty=ev.length_penalty)
 
 
@@ -250,49 +95,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """Runs (or resumes) training, evaluates on valid and test, returns results.json's content."""
     start_time = time.time()
     sharding.set_cpu_devices(config.mesh.cpu_devices)  # Before anything starts JAX's backends.
-    config_lib.validate(config)
+    model_config = config_lib.validate(config)  # Raises before anything is read or compiled.
     writer = sharding.is_writer()  # Process 0 of several (or the only one) writes the files.
     with contextlib.ExitStack() as stack:
         if writer:
-            stack.enter_context(lock_workdir(workdir))
-        _check_saved_config(workdir, config)
+            stack.enter_context(workdir_lib.lock_workdir(workdir))
+        workdir_lib.check_saved_config(workdir, config)
         results_path = os.path.join(workdir, "results.json")
         if os.path.exists(results_path):
             logging.info("%s already holds a finished run; not retraining.", workdir)
             with open(results_path) as f:
                 return json.load(f)
         layout = sharding.make_layout(config.mesh, config.train.num_seeds)
-        sizes = data_lib.batch_sizes(config.data, config.data.buckets)
+        sizes = batches.batch_sizes(config.data, config.data.buckets)
         sharding.check_batch_sizes(layout, sizes, config.eval.batch_size)
 
         if not writer:
             sharding.barrier("data prepared")  # Process 0 prepares the data and vocabularies.
-        data = data_lib.load(config.data, workdir)  # Logs its own summary.
+        data = batches.load(config.data, workdir)  # Logs its own summary.
         if writer:
             sharding.barrier("data prepared")
         data_done = time.time()
         derived = config_lib.derive(
             config, src_vocab_size=data.src_vocab.size, tgt_vocab_size=data.tgt_vocab.size,
-            steps_per_epoch=data_lib.steps_per_epoch(data, sizes))
-        model = models.Seq2Seq(derived.model)
+            steps_per_epoch=batches.steps_per_epoch(data, sizes), model=model_config)
+        model = arch.build(derived.model)
         ckpts = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints)
         stack.callback(ckpts.close)  # Waits for in-flight saves: finished work is never lost.
         tx, schedule = steps.make_optimizer(config.train, derived.num_steps)
-        state = steps.init_state(model, tx, derived.seeds, data.buckets[0], data.buckets[0])
-        if layout.size > 1:
-            state = layout.state(state)
+        state = layout.state(
+            steps.init_state(model, tx, derived.seeds, data.buckets[0]))
         if ckpts.latest_step() is not None:
             state = ckpts.restore(state)  # ValueError if it fits another config.
         start = ckpts.latest_step() or 0
         if writer:
-            _write_config(workdir, config)  # Only now: the data loaded and the state fits.
+            workdir_lib.write_config(workdir, config)  # Only now: the data loaded and the state fits.
             tracker = tracking.Tracker(workdir, json.loads(config.to_json()), derived.seeds,
                                        config.logging.wandb, config.logging.project,
                                        config.logging.entity, config.logging.group)
         else:
-            tracker = _NoTracker(workdir)
+            tracker = tracking.NoTracker(workdir)
         stack.callback(tracker.close)
-        stop = stack.enter_context(_StopSignals())
+        stop = stack.enter_context(workdir_lib.StopSignals())
         logged = tracker.truncate(start)
         run = _Run(config, workdir, data, derived, model, ckpts, tracker, layout, stop,
                    seconds={"data": data_done - start_time, "evaluation": 0.0},
@@ -306,17 +150,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         beam_step = (steps.make_beam_step(model, config.eval.beam_size,
                                           config.eval.max_decode_extra, layout)
                      if config.eval.beam_size > 1 else None)
-        run.seconds["setup"] = time.time() - data_done
         train_start = time.time()
+        run.seconds["setup"] = train_start - data_done
         state, last_valid, final_step = _train(run, state, start, tx, schedule, eval_step,
                                                beam_step, plateau)
         final_start = time.time()
         run.seconds["train"] = final_start - train_start - run.seconds["evaluation"]
         results = _final_evaluation(run, state, final_step, eval_step, beam_step, last_valid)
-        run.seconds["final"] = time.time() - final_start
+        end = time.time()
+        run.seconds["final"] = end - final_start
         # The whole run: a resumed one counts its earlier invocations up to the checkpoint it
-        # resumed from (the steps redone after it, once); "seconds" splits this invocation.
-        results["wall_seconds"] = run.elapsed()
+        # resumed from (the steps redone after it, once); "seconds" splits this invocation, one
+        # reading of the clock ending one part and starting the next, so that they add up to it.
+        results["wall_seconds"] = end - run.clock_start
         results["seconds"] = {k: round(v, 1) for k, v in run.seconds.items()}
         if writer:
             with open(results_path + ".tmp", "w") as f:
@@ -394,9 +240,8 @@ def _train(run: _Run, state, start: int, tx, schedule, eval_step, beam_step, pla
     config, ckpts, seeds = run.config, run.ckpts, run.seeds
     num_steps, layout = run.derived.num_steps, run.layout
     train_step = steps.make_train_step(run.model, tx, config.train.label_smoothing, layout)
-    several = layout.size > 1
-    batches = data_lib.train_batches(run.data, data_lib.batch_sizes(config.data, run.data.buckets),
-                                     seeds, start_step=start)
+    stream = batches.train_batches(run.data, batches.batch_sizes(config.data, run.data.buckets),
+                                    seeds, start_step=start)
     progress = None
     if config.logging.progress_bar:
         from tqdm import tqdm
@@ -406,18 +251,18 @@ def _train(run: _Run, state, start: int, tx, schedule, eval_step, beam_step, pla
     last_valid = None
     done = start
     for step in range(start, num_steps if not plateau.stopped else start):
-        batch = next(batches)
-        state, step_metrics = train_step(state, layout.train_batch(batch) if several else batch)
+        batch = next(stream)
+        state, step_metrics = train_step(state, layout.train_batch(batch))
         window.append(step_metrics)
         done = step + 1
         if progress:
             progress.update(1)
-        if several and (done - start) % sharding.MAX_STEPS_IN_FLIGHT == 0:
+        if layout.steps_in_flight and (done - start) % layout.steps_in_flight == 0:
             jax.block_until_ready(step_metrics)
         _maybe_stop(run, state, done)
         window_end = done % config.train.log_every == 0 or done == num_steps
         if window_end:
-            rows = _window_metrics(layout.gather(window), time.time() - window_start,
+            rows = workdir_lib.window_metrics(layout.gather(window), time.time() - window_start,
                                    float(schedule(step)))
             bad = [s for s, r in zip(seeds, rows) if not np.isfinite(r["loss"])]
             if bad:
@@ -461,21 +306,14 @@ def _train(run: _Run, state, start: int, tx, schedule, eval_step, beam_step, pla
 
 
 def _maybe_stop(run: _Run, state, done: int, check_now: bool = False) -> None:
-    """After a stop signal: checkpoint the state of step `done` (unless saved already), wait for
-    the write, and raise Preempted. With several processes they agree first (a collective, every
-    MAX_STEPS_IN_FLIGHT steps), so that all stop at the same step."""
-    if jax.process_count() > 1:
-        if not check_now and done % sharding.MAX_STEPS_IN_FLIGHT:
-            return
-        stopping = sharding.any_process(run.stop.signum is not None)
-    else:
-        stopping = run.stop.signum is not None
-    if not stopping:
+    """After a stop signal (`StopSignals.stopping`, agreed by every process): checkpoint the state
+    of step `done` (unless saved already), wait for the write, and raise Preempted."""
+    if not run.stop.stopping(done, check_now):
         return
     if run.ckpts.latest_step() != done:
         run.ckpts.save(done, state, None, last=True)
     run.ckpts.wait()
-    raise Preempted(done, run.stop.signum or signal.SIGTERM)
+    raise run.stop.preempted(done)
 
 
 def _final_evaluation(run: _Run, state, final_step: int, eval_step, beam_step,
@@ -502,29 +340,42 @@ def _final_evaluation(run: _Run, state, final_step: int, eval_step, beam_step,
         if split != "valid":  # Valid was logged by the periodic evaluations.
             run.log(num_steps, split, out[split].metrics)
     test_sp = data["test"]
-    # The running example only exists in the embedded Hindi->English data.
-    texts = ({"running_example": EXAMPLE_SRC} if run.config.data.name == "synthetic_hi_en"
-             else {})
+    example = sources.dataset(run.config.data.name).running_example  # None: the data has none.
+    texts = {plots.RUNNING_EXAMPLE: example} if example else {}
     texts.update({f"test_{i}": test_sp.src_text[i]
                   for i in _heatmap_examples(data, run.config.eval.num_heatmaps)})
     # Decoded as the metrics are (beam search when it is on), so the pictures show those outputs.
     translations = evaluate.translate_texts(data, eval_step, params, list(texts.values()),
                                             run.config.eval.batch_size, beam_step=beam_step,
                                             length_penalty=run.config.eval.length_penalty)
-    images = (_draw_heatmaps(run.workdir, data, run.derived.model.scorer, texts, translations,
-                             seeds) if sharding.is_writer() else {})
+    images = (plots.run_heatmaps(os.path.join(run.workdir, "attention"), data.src_vocab,
+                                 data.tgt_vocab, texts, translations, seeds,
+                                 run.derived.model.scorer, run.scorer.attends)
+              if sharding.is_writer() else {})
+    if example and arch.of(run.derived.model).per_head:  # Every layer and head, as a grid.
+        hyp = translations[0][0][0]
+        maps = evaluate.forced_heads(data, eval_step, params, example, hyp,
+                                     run.config.eval.batch_size)
+        if sharding.is_writer():
+            src = data.src_vocab.pieces(data.src_vocab.encode(example))
+            images[f"{plots.RUNNING_EXAMPLE}_heads"] = str(plots.head_grid(
+                maps[..., :len(src)], src, data.tgt_vocab.pieces(hyp),
+                os.path.join(run.workdir, "attention", f"{plots.RUNNING_EXAMPLE}_heads.png"),
+                title=f"{run.derived.model.scorer} cross-attention: {data.tgt_vocab.decode(hyp)}"))
+    chosen = run.config.model  # What the run was asked for (validated; sizes derive from it).
     results = {
-        "scorer": run.derived.model.scorer, "hidden_size": run.config.model.hidden_size,
-        "flow": run.derived.model.flow, "num_steps": num_steps,  # Steps trained (early stop).
+        "arch": chosen.arch, "scorer": chosen.scorer, "hidden_size": chosen.hidden_size,
+        **({"flow": chosen.flow} if "flow" in arch.get(chosen.arch).only else {}),
+        "num_steps": num_steps,  # Steps trained (early stop).
         "max_steps": run.derived.num_steps, "evaluated_step": evaluated_step,
-        "test": _mean_metrics(out["test"].metrics),
-        "valid": _mean_metrics(out["valid"].metrics),
-        **{split: _mean_metrics(out[split].metrics) for split in out if "greedy" in split},
+        "test": workdir_lib.mean_metrics(out["test"].metrics),
+        "valid": workdir_lib.mean_metrics(out["valid"].metrics),
+        **{split: workdir_lib.mean_metrics(out[split].metrics) for split in out if "greedy" in split},
         "seeds": [{"seed": s, **{split: out[split].metrics[k] for split in out}}
                   for k, s in enumerate(seeds)],
     }
-    if "running_example" in texts:
-        results["running_example"] = {"src": EXAMPLE_SRC,
+    if example:
+        results["running_example"] = {"src": example,
                                       "hyp": data.tgt_vocab.decode(translations[0][0][0])}
     for k, seed in enumerate(seeds):
         sample = [(test_sp.src_text[i], test_sp.tgt_text[i], out["test"].hyps[k][i])
@@ -535,7 +386,7 @@ def _final_evaluation(run: _Run, state, final_step: int, eval_step, beam_step,
     return results
 
 
-def _heatmap_examples(data: data_lib.Data, count: int) -> list[int]:
+def _heatmap_examples(data: batches.Data, count: int) -> list[int]:
     """`count` test examples spread over the source lengths (short to long)."""
     sp = data["test"]
     order = np.argsort([len(s) for s in sp.src_ids], kind="stable")
@@ -589,7 +440,7 @@ def main():
         sys.exit(f"error: {e.strerror}: {e.filename}; make it writable or choose another path.")
     except (ValueError, TrainingError, OSError) as e:
         sys.exit(f"error: {e}")
-    except Preempted as e:
+    except workdir_lib.Preempted as e:
         print(f"attn_jax.train: {e}", file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
 

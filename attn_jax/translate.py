@@ -29,13 +29,15 @@ from typing import IO
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from attn_jax import checkpoint, decode, evaluate, models, plots, runtime, steps
-from attn_jax import config as config_lib
-from attn_jax import data as data_lib
-from attn_jax import vocab as vocab_lib
-from attn_jax.tokens import EOS, UNK
+from attn_jax.data import batches
+from attn_jax.data import vocab as vocab_lib
+from attn_jax.data.tokens import EOS, UNK
+from attn_jax.eval import decode, evaluate, plots
+from attn_jax.model import arch
+from attn_jax.run import checkpoint, cli, steps
+from attn_jax.run import config as config_lib
 
 
 class TranslateError(Exception):
@@ -124,10 +126,10 @@ class Translator:
         self.buckets = config.data.buckets
         derived = config_lib.derive(config, src_vocab_size=self.src_vocab.size,
                                     tgt_vocab_size=self.tgt_vocab.size, steps_per_epoch=1)
-        model = models.Seq2Seq(derived.model)
+        model = arch.build(derived.model)
         tx, _ = steps.make_optimizer(config.train, derived.num_steps)
         abstract = jax.eval_shape(  # The state's shapes only: nothing is compiled or run.
-            lambda: steps.init_state(model, tx, derived.seeds, self.buckets[0], self.buckets[0]))
+            lambda: steps.init_state(model, tx, derived.seeds, self.buckets[0]))
         state, step, which = _restore(workdir, config, abstract, best)
         self.warnings: list[str] = []
         if not os.path.exists(os.path.join(workdir, "results.json")):
@@ -166,7 +168,7 @@ class Translator:
                 todo.append((n, self._ids(first_line + n, line.strip())))
         for bucket in self.buckets:  # One compiled shape per bucket.
             rows = [(n, ids) for n, ids in todo
-                    if data_lib.smallest_bucket(len(ids), self.buckets) == bucket]
+                    if batches.smallest_bucket(len(ids), self.buckets) == bucket]
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start:start + self.batch_size]
                 src = np.zeros((self.batch_size, bucket), np.int32)  # [B, L], PAD
@@ -277,15 +279,8 @@ def _translate_all() -> None:
 
 def main(argv):
     del argv
-    checkpoint.quiet_orbax_logs()
-    try:
-        _translate_all()
-    except TranslateError as e:
-        sys.exit(f"error: {e}")
+    cli.one_line_errors(_translate_all, (TranslateError,))
 
 
 if __name__ == "__main__":
-    runtime.keep_freed_memory()
-    runtime.use_compilation_cache()
-    _define_flags()
-    app.run(main)
+    cli.start(_define_flags, main)

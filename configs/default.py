@@ -4,9 +4,9 @@ Command (fresh machine, after `pip install -e .`):
 
     python -m attn_jax.train --config=configs/default.py --workdir=runs/demo
 
-Expected on a 2-core CPU: about 6 minutes the first time (generating the data, compiling), about
-4.5 minutes from then on (compiled programs cached); test BLEU >= 98, AER about 0.10;
-the running example "mai ghar ja raha hoon" decodes to "i am going home" (see README, Results).
+Expected on a 2-core CPU: minutes (the measured time is in experiments/default_run/README.md);
+test BLEU >= 98, AER about 0.10; the running example "mai ghar ja raha hoon" decodes to
+"i am going home".
 
 Variants:
     --config.model.scorer=dot --config.model.hidden_size=64     any scorer/size (overrides)
@@ -14,7 +14,7 @@ Variants:
 
 Every field is commented. Derived values (the step count from epochs, evaluation intervals,
 model sizes from hidden_size) are computed after command-line overrides, by
-`attn_jax.config.derive`, never here.
+`attn_jax.run.config.derive`, never here.
 """
 
 import ml_collections
@@ -46,7 +46,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.max_len = 72  # Longest pair kept in train (longer ones are filtered and counted).
 
     config.model = model = ml_collections.ConfigDict()
-    # Attention scorer, a key of attn_jax.attention.SCORERS:
+    # Model family, a key of attn_jax.model.arch.ARCHS: 'rnn' (the RNN encoder-decoder, both
+    # decoder flows) | 'transformer' (attn_jax/model/transformer.py; configs/transformer.py).
+    model.arch = "rnn"
+    # Attention scorer, a key of attn_jax.model.attention.SCORERS:
     # none|additive|dot|general|scaled_dot|scaled_general|location|multihead.
     model.scorer = "additive"
     model.flow = "bahdanau"  # 'bahdanau' (query s_{t-1}) | 'luong' (query s_t, h~ = tanh(W[c;s])).
@@ -58,9 +61,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model.attention_size = 0  # Additive/multihead inner size; 0 = derived: hidden_size // 2.
     model.output_size = 0  # Deep-output / attentional-state size; 0 = derived: hidden_size.
     model.encoder_layers = 1  # Stacked encoder RNN layers.
-    # Bidirectional encoder (annotations [forward; backward]). Off by default: on this head-final
-    # source a forward annotation h_j already sums up the phrase ending at j, and attention
-    # aligns better (test AER 0.090 vs 0.116 at equal BLEU; README, Results).
+    # Bidirectional encoder (annotations [forward; backward]). Off by default, as in the sweeps
+    # and earlier runs (experiments/default_run/README.md, "Encoder direction", compares both).
     model.bidirectional = False
     model.num_heads = 4  # Multihead scorer: number of heads.
     model.input_feeding = True  # Luong flow: feed h~_{t-1} into the decoder RNN.
@@ -71,6 +73,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # online softmax, any backend; dot family via jax.nn.dot_product_attention) | 'pallas' (fused
     # additive kernel; GPU/TPU only). Values and gradients agree; README, "Attention kernels".
     model.attention_impl = "xla"
+    # Transformer only (arch='transformer'; it also reads scorer (its cross-attention's score),
+    # num_heads, dropout, attention_impl and dtype). Setting these with arch='rnn' is an error.
+    model.layers = 2  # Encoder layers, and as many decoder layers.
+    model.d_model = 0  # Embedding / residual size; 0 = derived: hidden_size. num_heads divides it.
+    model.d_ff = 0  # Feed-forward inner size; 0 = derived: 4 * d_model.
+    model.norm = "pre"  # 'pre' (LayerNorm inside each residual) | 'post' (the paper's, after it).
+    model.tie_embeddings = False  # Output projection = target embedding transposed (own bias).
 
     config.train = train = ml_collections.ConfigDict()
     train.seed = 0  # Base seed: parameter init and data order of replica 0.
@@ -79,7 +88,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     train.num_steps = 0  # Training steps; 0 = derived from num_epochs.
     train.learning_rate = 3e-3  # Peak Adam learning rate.
     train.warmup_steps = 100  # Linear warmup steps.
-    train.schedule = "cosine"  # After warmup: 'cosine' (to end_lr_factor) | 'constant'.
+    # After warmup: 'cosine' (to end_lr_factor) | 'constant' | 'rsqrt' (Vaswani's inverse square
+    # root: peak * sqrt(warmup_steps / step) after the warmup).
+    train.schedule = "cosine"
     train.end_lr_factor = 0.05  # Cosine: final learning rate / peak.
     train.grad_clip = 1.0  # Global gradient-norm clip.
     train.label_smoothing = 0.0  # Label smoothing of the training loss.
@@ -108,7 +119,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # best mean over seeds (one checkpoint for all; early stopping also follows the mean).
     ev.use_best = True
 
-    # Devices (attn_jax/sharding.py): the global batch is fixed, so results do not depend on them.
+    # Devices (attn_jax/run/sharding.py): the global batch is fixed, so results do not depend on them.
     config.mesh = mesh = ml_collections.ConfigDict()
     mesh.data = -1  # Devices each batch's rows are split over; -1 = all not used by `seeds`.
     mesh.seeds = 1  # Devices the train.num_seeds replicas are split over (divides num_seeds).

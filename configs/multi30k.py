@@ -14,7 +14,7 @@ Smoke run (a minute): --config=configs/multi30k.py:tiny.
 
 import os
 
-from attn_jax import config as config_lib
+from attn_jax.run import config as config_lib
 
 # The sibling configs/default.py, loaded by path so that this file loads from any directory.
 DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")

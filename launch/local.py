@@ -15,7 +15,7 @@ SIGINT (Ctrl-C) or SIGTERM stops the launcher cleanly: it terminates its running
 any still alive after a grace period), waits for them, marks them stopped and exits with 128 +
 the signal number, so no trial is left running on its own. --dry_run validates the sweep and
 prints the exact commands, and writes nothing. Children inherit the environment (W&B: see
-attn_jax/tracking.py for how its mode is chosen).
+attn_jax/run/tracking.py for how its mode is chosen).
 
 Devices: the launcher runs up to --parallel trials in slots 0..P-1; a trial takes a free slot.
 - GPUs (`--gpus=0,1`, or `auto`: CUDA_VISIBLE_DEVICES if set, else `nvidia-smi -L`; `none`:

@@ -22,9 +22,9 @@ exactly the same trials, with the same names and workdirs:
     for trial in expand(spec, seeds_mode="vmap"):
         print(trial.name, command(trial, "runs/sweep"))
 
-Files are loaded by `attn_jax.config.load_config_file` (the loader --config uses), and every
-trial's overrides are applied to the base config with `attn_jax.config.override` and checked
-with `attn_jax.config.validate`, so an unknown key, a value of the wrong type or a bad value
+Files are loaded by `attn_jax.run.config.load_config_file` (the loader --config uses), and every
+trial's overrides are applied to the base config with `attn_jax.run.config.override` and checked
+with `attn_jax.run.config.validate`, so an unknown key, a value of the wrong type or a bad value
 (an unknown scorer, a negative size) stops a launcher before anything runs.
 
 Seeds: with seeds_mode='vmap' (default) one trial trains all seeds as vmapped replicas in one
@@ -46,7 +46,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from attn_jax import config as config_lib
+from attn_jax.run import config as config_lib
 
 TRAIN_MODULE = "attn_jax.train"
 SEEDS_MODES = ("vmap", "trials")
@@ -166,7 +166,7 @@ def validate(spec: Any, base_config: Any = None) -> dict[str, Any]:
     """Validates a sweep spec; raises a one-line ValueError naming the fix if it is invalid.
 
     Every axis value and fixed override must be a key of the base config with a value of its
-    type, and every trial's config (base + overrides) must pass `attn_jax.config.validate`.
+    type, and every trial's config (base + overrides) must pass `attn_jax.run.config.validate`.
 
     Args:
         spec: the plain-data spec (see module docstring).

@@ -22,7 +22,7 @@ of the sweep fail with a clear error before training starts.
 
 W&B mode: the route adds the fixed override `logging.wandb=online` (--wandb_mode; '' adds none),
 so runs started by `wandb agent` report to the sweep even though the base config logs offline
-(WANDB_MODE or a `mode` in the W&B settings file still wins: attn_jax/tracking.py). Trial names
+(WANDB_MODE or a `mode` in the W&B settings file still wins: attn_jax/run/tracking.py). Trial names
 and workdirs do not depend on it.
 
 Vmapped seeds (--seeds_mode=vmap, the default): the agent hands each process one run
@@ -93,7 +93,7 @@ def sweep_config(spec: Mapping[str, Any], sweep_path: str, sweep_dir: str | None
         "description": f"{sweep_path} (seeds_mode={seeds_mode}); workdirs under {sweep_dir}",
         "program": "launch/wandb_sweep.py",  # Informational: the command below runs it with -m.
         "method": "grid",
-        # attn_jax.tracking logs the mean over a run's seeds under this key (its summary: max).
+        # attn_jax.run.tracking logs the mean over a run's seeds under this key (its summary: max).
         "metric": {"name": "valid/bleu", "goal": "maximize"},
         "parameters": parameters(spec, seeds_mode),
         "command": ["${env}", "${interpreter}", "-m", "launch.wandb_sweep", "--run_trial",

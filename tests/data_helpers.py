@@ -14,7 +14,7 @@ import types
 
 import ml_collections
 
-import attn_jax
+import attn_jax.data
 
 
 def make_cfg(tmp_path, **overrides) -> ml_collections.ConfigDict:
@@ -78,14 +78,14 @@ def _parse_links(text):
 
 
 def install_fake_synthetic(monkeypatch) -> types.ModuleType:
-    """Installs a stand-in attn_jax.synthetic (the API the data sources use) for one test."""
-    module = types.ModuleType("attn_jax.synthetic")
+    """Installs a stand-in attn_jax.data.synthetic (the API the data sources use) for one test."""
+    module = types.ModuleType("attn_jax.data.synthetic")
     module.Example = FakeExample
     module.generate_splits = fake_generate_splits
     module.format_links = _format_links
     module.parse_links = _parse_links
-    monkeypatch.setitem(sys.modules, "attn_jax.synthetic", module)
-    monkeypatch.setattr(attn_jax, "synthetic", module, raising=False)
+    monkeypatch.setitem(sys.modules, "attn_jax.data.synthetic", module)
+    monkeypatch.setattr(attn_jax.data, "synthetic", module, raising=False)
     return module
 
 

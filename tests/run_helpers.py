@@ -11,8 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from attn_jax import config as config_lib
-from attn_jax import models, steps
+from attn_jax.model import arch
+from attn_jax.run import config as config_lib
+from attn_jax.run import steps
 
 
 def random_run_state(workdir: str, config, src_vocab_size: int, tgt_vocab_size: int,
@@ -23,9 +24,9 @@ def random_run_state(workdir: str, config, src_vocab_size: int, tgt_vocab_size: 
         json.dump(json.loads(config.to_json()), f)
     derived = config_lib.derive(config, src_vocab_size=src_vocab_size,
                                 tgt_vocab_size=tgt_vocab_size, steps_per_epoch=1)
-    model = models.Seq2Seq(derived.model)
+    model = arch.build(derived.model)
     tx, _ = steps.make_optimizer(config.train, derived.num_steps)
-    abstract = jax.eval_shape(lambda: steps.init_state(model, tx, derived.seeds, length, length))
+    abstract = jax.eval_shape(lambda: steps.init_state(model, tx, derived.seeds, length))
     rng = np.random.default_rng(0)
     state = jax.tree.map(lambda x: (scale * rng.normal(size=x.shape)).astype(x.dtype)
                          if np.issubdtype(x.dtype, np.floating) else np.zeros(x.shape, x.dtype),
@@ -41,3 +42,16 @@ def wandb_records(run_dir: str) -> list[dict]:
         pytest.skip("this wandb has no `wandb leet inspect` (wandb 0.31 has)")
     assert out.returncode == 0, out.stderr
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def assert_one_line_error(monkeypatch, module, body: str, error: Exception) -> None:
+    """A command's `module.main` ends with "error: <error>" on one line (SystemExit, status 1)
+    when its body `module.<body>` raises `error`."""
+
+    def fail():
+        raise error
+
+    monkeypatch.setattr(module, body, fail)
+    with pytest.raises(SystemExit) as exit_:
+        module.main([])
+    assert exit_.value.code == f"error: {error}" and "\n" not in exit_.value.code

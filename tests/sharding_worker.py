@@ -14,8 +14,9 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from attn_jax import sharding, steps, train  # noqa: E402
-from attn_jax.config import load_config_file  # noqa: E402
+from attn_jax import train  # noqa: E402
+from attn_jax.run import sharding, steps, workdir  # noqa: E402
+from attn_jax.run.config import load_config_file  # noqa: E402
 
 
 def _sigterm_at(call: int):
@@ -53,7 +54,7 @@ def main() -> None:
         try:
             results = train.train_and_evaluate(config, run["workdir"])
             out[name] = {"test": results["test"], "valid": results["valid"]}
-        except train.Preempted as e:
+        except workdir.Preempted as e:
             out[name] = {"preempted_at": e.step}
     print("RESULT " + json.dumps(out), flush=True)
 

@@ -10,39 +10,17 @@ import sys
 import numpy as np
 import pytest
 
-from attn_jax import align, checkpoint, evaluate, models, steps, synthetic
-from attn_jax import data as data_lib
-from attn_jax.config import load_config_file
-from attn_jax.tokens import EOS, PAD
-from tests.run_helpers import random_run_state
+from attn_jax import align
+from attn_jax.data import batches, synthetic
+from attn_jax.data.tokens import EOS, PAD
+from attn_jax.eval import evaluate
+from attn_jax.eval import gold as gold_lib
+from attn_jax.model import rnn
+from attn_jax.run import checkpoint, steps
+from attn_jax.run.config import load_config_file
+from tests.run_helpers import assert_one_line_error, random_run_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-# ------------------------------------------------------------------------------ gold format
-
-
-def test_gold_lines_parse_and_format():
-    sure, possible = align.parse_gold("1-1 3p2 2-3", src_len=3, tgt_len=3)
-    assert sure == {(0, 0), (1, 2)} and possible == {(0, 0), (2, 1), (1, 2)}  # P includes S
-    assert align.parse_gold("1-1 2p3", 3, 2, reverse=True) == ({(0, 0)}, {(0, 0), (2, 1)})
-    assert align.parse_gold("", 3, 3) == (set(), set())
-    assert align.format_gold([(0, 0), (1, 2)], [(2, 1), (0, 0)]) == "1-1 2-3 3p2"
-    assert align.format_gold([(0, 0)], [(2, 1)], reverse=True) == "1-1 2p3"
-    assert align.format_links({(2, 1), (0, 0)}) == "0-0 2-1"
-    assert align.format_links({(2, 1), (0, 0)}, reverse=True) == "0-0 1-2"
-
-
-@pytest.mark.parametrize("line, match", [
-    ("1-1 4-1", r"g:7: link '4-1' \(source-target\) is outside the pair of 3 source"),
-    ("1-3", "outside"),  # Target index past the 2 target words.
-    ("0-1", "1-based"),  # Indices start at 1.
-    ("1-1 2_2", r"'2_2' is not a link"),
-    ("1-1 2-", "is not a link"),
-])
-def test_bad_gold_links_are_refused(line, match):
-    with pytest.raises(align.AlignError, match=match):
-        align.parse_gold(line, src_len=3, tgt_len=2, where="g:7")
 
 
 # ----------------------------------------------------- hand-made fixture, fixed attention
@@ -177,12 +155,12 @@ def test_scorers_without_alignments_or_with_a_length_limit_are_refused():
     """`none` has no attention; location scores a fixed number of source positions. Both are
     refused before anything is compiled."""
     vocab = PieceVocab()
-    config = models.ModelConfig(src_vocab_size=40, tgt_vocab_size=40, scorer="none")
+    config = rnn.ModelConfig(src_vocab_size=40, tgt_vocab_size=40, scorer="none")
     with pytest.raises(align.AlignError, match="scorer is 'none'"):
-        align.Aligner.for_model(models.Seq2Seq(config), None, vocab, vocab)
-    config = models.ModelConfig(src_vocab_size=40, tgt_vocab_size=40, scorer="location",
+        align.Aligner.for_model(rnn.Seq2Seq(config), None, vocab, vocab)
+    config = rnn.ModelConfig(src_vocab_size=40, tgt_vocab_size=40, scorer="location",
                                 max_source_len=16)
-    aligner = align.Aligner.for_model(models.Seq2Seq(config), None, vocab, vocab)
+    aligner = align.Aligner.for_model(rnn.Seq2Seq(config), None, vocab, vocab)
     with pytest.raises(align.AlignError, match="line 2 has 17 tokens.* only 16 source positions"):
         aligner.align(["ab", "ab " * 17], ["cd", "cd"])
 
@@ -197,7 +175,7 @@ def run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("run"))
     config = load_config_file(os.path.join(REPO, "configs/default.py:tiny"))
     config.data.tfds_dir = str(tmp_path_factory.mktemp("tfds"))
-    data = data_lib.load(config.data, workdir)
+    data = batches.load(config.data, workdir)
     model, state = random_run_state(workdir, config, data.src_vocab.size, data.tgt_vocab.size,
                                     scale=0.5)
     ckpts = checkpoint.Checkpoints(workdir, 2)
@@ -226,19 +204,19 @@ def test_command_on_the_embedded_test_split_gives_the_training_time_aer(run, tmp
     assert export.returncode == 0, export.stderr
     paths = [str(tmp_path / f"test.{ext}") for ext in ("hi", "en", "gold")]
     assert json.loads(export.stdout.splitlines()[-1]) == {"wrote": paths}
-    src_lines, tgt_lines, gold_lines = (align.read_lines(p, "x") for p in paths)
+    src_lines, tgt_lines, gold_lines = (gold_lib.read_lines(p, "x") for p in paths)
     assert src_lines == data["test"].src_text and tgt_lines == data["test"].tgt_text
     test_pairs = synthetic.generate_splits({"test": config.data.test_size}, config.data.seed)["test"]
-    assert gold_lines == [align.format_gold(ex.sure, ex.possible) for ex in test_pairs]
+    assert gold_lines == [gold_lib.format_gold(ex.sure, ex.possible) for ex in test_pairs]
     # The long pair: the two pairs of the longest targets, one after the other.
     a, b = sorted(range(len(src_lines)), key=lambda i: -len(tgt_lines[i].split()))[:2]
     (sure_a, pos_a), (sure_b, pos_b) = (
-        align.parse_gold(gold_lines[i], len(src_lines[i].split()), len(tgt_lines[i].split()))
+        gold_lib.parse_gold(gold_lines[i], len(src_lines[i].split()), len(tgt_lines[i].split()))
         for i in (a, b))
     di, dj = len(src_lines[a].split()), len(tgt_lines[a].split())
     src_lines.append(f"{src_lines[a]} {src_lines[b]}")
     tgt_lines.append(f"{tgt_lines[a]} {tgt_lines[b]}")
-    gold_lines.append(align.format_gold(
+    gold_lines.append(gold_lib.format_gold(
         sure_a | {(i + di, j + dj) for i, j in sure_b}, pos_a | {(i + di, j + dj) for i, j in pos_b}))
     assert len(tgt_lines[-1].split()) + 1 > max(config.data.buckets)
     files = [_write(tmp_path / f"all.{ext}", lines)
@@ -251,20 +229,20 @@ def test_command_on_the_embedded_test_split_gives_the_training_time_aer(run, tmp
     assert proc.returncode == 0, proc.stderr
     assert "aligning with its newest checkpoint, step 3" in proc.stderr  # No best one: newest.
     predicted = [_links(line) for line in out.read_text().splitlines()]
-    sure, possible = align.read_gold(files[2], src_lines, tgt_lines)
+    sure, possible = gold_lib.read_gold(files[2], src_lines, tgt_lines)
     n = len(data["test"])
-    assert align.score(predicted[:n], sure[:n], possible[:n])["aer"] == expected  # Exactly.
-    assert json.loads(proc.stdout.splitlines()[-1]) == align.score(predicted, sure, possible)
+    assert gold_lib.score(predicted[:n], sure[:n], possible[:n])["aer"] == expected  # Exactly.
+    assert json.loads(proc.stdout.splitlines()[-1]) == gold_lib.score(predicted, sure, possible)
     for links, src, tgt in zip(predicted, src_lines, tgt_lines):
         assert sorted(j for _, j in links) == list(range(len(tgt.split())))  # One per target word.
         assert all(0 <= i < len(src.split()) for i, _ in links)
 
 
 def test_export_refuses_runs_it_cannot_reproduce(run, tmp_path):
-    """Only a run of the embedded data, generated by today's attn_jax/synthetic.py, is exported."""
+    """Only a run of the embedded data, generated by today's attn_jax/data/synthetic.py, is exported."""
     workdir, _, data, _, _ = run
     paths = align.export_synthetic(workdir, str(tmp_path / "ok"), "valid")
-    assert align.read_lines(paths[0], "x") == data["valid"].src_text
+    assert gold_lib.read_lines(paths[0], "x") == data["valid"].src_text
     other = tmp_path / "run"
     (other / "vocab").mkdir(parents=True)
     with open(os.path.join(workdir, "vocab", "meta.json")) as f:
@@ -273,12 +251,13 @@ def test_export_refuses_runs_it_cannot_reproduce(run, tmp_path):
         saved = json.load(f)
     (other / "vocab" / "meta.json").write_text(json.dumps({**meta, "generator": "0123abcd"}))
     (other / "config.json").write_text(json.dumps(saved))
-    with pytest.raises(align.AlignError, match="generator 0123abcd, but attn_jax/synthetic.py"):
+    with pytest.raises(align.AlignError, match="generator 0123abcd, but attn_jax/data/synthetic.py"):
         align.export_synthetic(str(other), str(tmp_path / "x"))
-    saved["data"]["name"] = "multi30k"
-    (other / "config.json").write_text(json.dumps(saved))
-    with pytest.raises(align.AlignError, match="only the embedded data"):
-        align.export_synthetic(str(other), str(tmp_path / "x"))
+    for name in ("multi30k", "no_such_data"):  # Without gold; unknown to the registry.
+        saved["data"]["name"] = name
+        (other / "config.json").write_text(json.dumps(saved))
+        with pytest.raises(align.AlignError, match=r"only the embedded data \('synthetic_hi_en'\)"):
+            align.export_synthetic(str(other), str(tmp_path / "x"))
     with pytest.raises(align.AlignError, match="cannot read .*config.json"):
         align.export_synthetic(str(tmp_path / "nothing"), str(tmp_path / "x"))
 
@@ -288,12 +267,47 @@ def test_main_turns_errors_into_one_line(monkeypatch, tmp_path):
     src = _write(tmp_path / "a.src", ["ab cd"])
     gold = _write(tmp_path / "a.gold", ["1-1 3-1"])
     with pytest.raises(align.AlignError, match="outside the pair") as error:
-        align.read_inputs(src, src, gold)  # Checked before any run is loaded.
+        gold_lib.read_inputs(src, src, gold)  # Checked before any run is loaded.
+    assert_one_line_error(monkeypatch, align, "_align_all", error.value)
 
-    def fail():
-        raise error.value
 
-    monkeypatch.setattr(align, "_align_all", fail)
-    with pytest.raises(SystemExit) as exit_:
-        align.main([])
-    assert exit_.value.code == f"error: {error.value}" and "\n" not in exit_.value.code
+def test_rnn_run_has_no_heads_to_align(run):
+    workdir, config, data, model, params = run
+    aligner = align.Aligner.for_model(model, params, data.src_vocab, data.tgt_vocab)
+    with pytest.raises(align.AlignError, match=r"one attention map per target token"):
+        aligner.align_maps(["mai ghar"], ["home"], heads=[(0, 0)])
+
+
+def test_every_transformer_head_aligns_as_at_training_time(tmp_path_factory):
+    """A Transformer run (random parameters, 2 layers x 2 heads): `align` on the exported test
+    split gives, for the mean map and for every layer and head, exactly the AER that evaluation
+    computes for the same parameters; the table names every head."""
+    workdir = str(tmp_path_factory.mktemp("transformer"))
+    config = load_config_file(os.path.join(REPO, "configs/transformer.py:tiny"))
+    config.data.tfds_dir = str(tmp_path_factory.mktemp("tfds"))
+    config.model.num_heads = 2
+    data = batches.load(config.data, workdir)
+    model, state = random_run_state(workdir, config, data.src_vocab.size, data.tgt_vocab.size,
+                                    scale=0.5)
+    ckpts = checkpoint.Checkpoints(workdir, 2)
+    ckpts.save(3, state)
+    ckpts.close()
+    expected = evaluate.run_split(
+        data, "test", steps.make_eval_step(model, config.eval.max_decode_extra), state.params,
+        batch_size=config.eval.batch_size, num_seeds=1, attends=True).metrics[0]
+    assert set(expected["aer_by_head"]) == {"L1H1", "L1H2", "L2H1", "L2H2"}
+    assert len(set(expected["aer_by_head"].values())) > 1  # The heads differ.
+
+    out_dir = tmp_path_factory.mktemp("export")
+    paths = align.export_synthetic(workdir, str(out_dir))
+    aligner, _ = align.Aligner.from_workdir(workdir)
+    every = [(layer, head) for layer in range(2) for head in range(2)]
+    summary = align.align_and_score(aligner, *gold_lib.read_inputs(*paths), heads=every)
+    assert summary["map"] == align.MEAN
+    assert summary["aer"] == pytest.approx(expected["aer"], abs=1e-12)
+    assert {name: s["aer"] for name, s in summary["heads"].items()} == pytest.approx(
+        expected["aer_by_head"], abs=1e-12)
+    table = align.head_table(summary)
+    assert "| layer 2 | " in table and "head 2" in table and "mean of all heads" in table
+    one = align.align_and_score(aligner, *gold_lib.read_inputs(*paths), heads=[(1, 0)], use="L2H1")
+    assert one["aer"] == pytest.approx(expected["aer_by_head"]["L2H1"], abs=1e-12)

@@ -2,10 +2,11 @@
 jit/vmap invariance and configuration errors."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attn_jax import attention
+from attn_jax.model import attention
 
 B, S, DQ, DK, A, H = 4, 7, 6, 6, 8, 2
 LENGTHS = np.array([7, 3, 1, 5])
@@ -212,3 +213,40 @@ def test_location_rejects_sources_longer_than_its_positions():
     with pytest.raises(ValueError, match="max_source_len"):
         module.init(jax.random.key(0), q, k, mask,
                     method=lambda m, q, k, mk: m(q, m.prepare(k, mk)))
+
+
+def test_scorer_class_names_the_registered_class_and_its_properties():
+    assert all(attention.scorer_class(n) is attention.SCORERS[n] for n in attention.SCORER_NAMES)
+    assert [n for n in attention.SCORER_NAMES if not attention.scorer_class(n).attends] == ["none"]
+    assert [n for n in attention.SCORER_NAMES
+            if attention.scorer_class(n).position_based] == ["location"]
+    with pytest.raises(ValueError, match="'bilinear'; valid scorers: none, additive, dot"):
+        attention.scorer_class("bilinear")
+
+
+class _NegativeDistance(attention.Scorer):
+    """e_j = -|s - h_j|²: a scorer no attend_all implementation knows by name."""
+
+    @staticmethod
+    def score_fn(config, q, keys, params):
+        return -jnp.sum((q[:, None, :] - keys) ** 2, -1)[:, None, :]
+
+
+def test_a_new_scorer_is_one_class_and_one_registry_line(monkeypatch):
+    """Registered, it runs under every attend_all implementation (the mixed softmax weights)
+    and equals its own per-row call."""
+    monkeypatch.setitem(attention.SCORERS, "negative_distance", _NegativeDistance)
+    q, k, mask = _inputs(6)
+    queries = np.random.RandomState(7).randn(B, 2, DQ).astype(np.float32)
+    for impl in attention.IMPLS:
+        module = attention.make_scorer(_config("negative_distance", impl=impl))
+        context, weights = module.apply(
+            {}, queries, k, mask, method=lambda m, qs, k, mk: attention.attend_all(
+                m, qs, m.prepare(k, mk)))
+        for t in range(2):
+            c_t, w_t = module.apply({}, queries[:, t], k, mask,
+                                    method=lambda m, q, k, mk: m(q, m.prepare(k, mk)))
+            np.testing.assert_allclose(context[:, t], c_t, atol=1e-6, err_msg=impl)
+            np.testing.assert_allclose(weights[:, t], w_t, atol=1e-6, err_msg=impl)
+        e = -((queries[:, :, None, :] - k[:, None]) ** 2).sum(-1)  # [B, 2, S]
+        np.testing.assert_allclose(weights, _np_softmax(e, mask[:, None, :]), atol=1e-5)

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from attn_jax import config as config_lib
+from attn_jax.run import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = os.path.join(REPO, "configs", "default.py")
@@ -115,6 +115,50 @@ def test_intervals_must_be_multiples_of_log_every(key):
         config_lib.validate(config)
 
 
+@pytest.mark.parametrize("overrides,match", [
+    ({"model.arch": "cnn"}, r"Unknown model.arch 'cnn'; valid: rnn, transformer"),
+    ({"model.arch": "transformer", "model.cell": "lstm"},
+     r"model.arch='transformer' does not read cell \(rnn only\).*--config.model.cell=gru"),
+    ({"model.layers": 3}, r"model.arch='rnn' does not read layers \(transformer only\)"),
+    ({"model.arch": "transformer", "model.scorer": "scaled_dot", "model.num_heads": 3},
+     r"num_heads"),
+    ({"model.arch": "transformer", "model.scorer": "location"}, r"location"),
+    ({"model.arch": "transformer", "model.scorer": "scaled_dot", "model.layers": 0}, r"layers"),
+])
+def test_model_family_options_are_checked_before_anything_runs(overrides, match):
+    config = tiny()
+    for key, value in overrides.items():
+        section, field = key.split(".")
+        config[section][field] = value
+    with pytest.raises(ValueError, match=match):
+        config_lib.validate(config)
+
+
+def test_a_transformer_config_validates_to_its_model_config():
+    config = tiny()
+    config.model.arch, config.model.scorer = "transformer", "additive"
+    model = config_lib.validate(config)
+    assert type(model).__name__ == "TransformerConfig"
+    assert (model.scorer, model.d_model, model.d_ff) == ("additive", 16, 64)  # hidden_size 16
+    derived = config_lib.derive(config, src_vocab_size=30, tgt_vocab_size=20, steps_per_epoch=4,
+                                model=model)
+    assert (derived.model.src_vocab_size, derived.model.tgt_vocab_size) == (30, 20)
+
+
+def test_resume_of_a_run_saved_before_the_transformer_fields():
+    """A config.json from before model.arch and the Transformer's fields resumes as an RNN run;
+    another absent field still refuses (test above)."""
+    current = as_json(tiny())
+    saved = copy.deepcopy(current)
+    for field in config_lib.ABSENT_MEANS_DEFAULT:
+        section, name = field.split(".")
+        del saved[section][name]
+    config_lib.check_resume(saved, current, "runs/x")
+    current["model"]["arch"] = "transformer"
+    with pytest.raises(ValueError, match=r"model.arch: saved 'rnn', now 'transformer'"):
+        config_lib.check_resume(saved, current, "runs/x")
+
+
 # ----------------------------------------------------------------- loading and overrides
 
 
@@ -210,7 +254,7 @@ def test_configs_load_from_any_directory(tmp_path):
         import sys
         from absl import flags
         from ml_collections import config_flags
-        from attn_jax import config as config_lib
+        from attn_jax.run import config as config_lib
         path = {os.path.join(REPO, "configs", "multi30k.py")!r}
         assert config_lib.load_config_file(path + ":tiny").data.name == "multi30k"
         config_flags.DEFINE_config_file("config")

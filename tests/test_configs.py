@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from attn_jax import attention
-from attn_jax import config as config_lib
+from attn_jax.model import attention
+from attn_jax.run import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""Tests for attn_jax.decode on toy step functions (no model): NumPy references and brute force.
+"""Tests for attn_jax.eval.decode on toy step functions (no model): NumPy references and brute force.
 
 The toy step function looks its logits up in a fixed random table indexed by (batch row, whole
 prefix fed so far), so every hypothesis has its own distribution and a carry that is not reordered
@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attn_jax import decode
-from attn_jax.tokens import BOS, EOS, PAD
+from attn_jax.data.tokens import BOS, EOS, PAD
+from attn_jax.eval import decode
 
 
 def make_toy(batch, vocab, max_len, seed, eos_bias=0.0, masked=(PAD, BOS)):

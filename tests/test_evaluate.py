@@ -1,14 +1,15 @@
-"""Tests for attn_jax.evaluate with stand-in steps (no model): one decoder chosen once, AER over
+"""Tests for attn_jax.eval.evaluate with stand-in steps (no model): one decoder chosen once, AER over
 words with a sentencepiece vocabulary, and the beam step's length-penalty check."""
 
 import numpy as np
 import pytest
 
-from attn_jax import data as data_lib
-from attn_jax import evaluate, metrics, steps
-from attn_jax import vocab as vocab_lib
-from attn_jax.sources import Pair
-from attn_jax.tokens import EOS
+from attn_jax.data import batches
+from attn_jax.data import vocab as vocab_lib
+from attn_jax.data.sources import Pair
+from attn_jax.data.tokens import EOS
+from attn_jax.eval import evaluate, metrics
+from attn_jax.run import steps
 
 # Two sentences with gold links (src word, tgt word): exactly one sure link per target word.
 PAIRS = [
@@ -25,8 +26,8 @@ def spm_data():
     """The pairs tokenized by small sentencepiece models, so most words are several pieces."""
     src = vocab_lib.SentencePieceVocab.train([p.src for p in PAIRS] * 10, 24, "bpe")
     tgt = vocab_lib.SentencePieceVocab.train([p.tgt for p in PAIRS] * 10, 26, "bpe")
-    split = data_lib.tokenize_split("test", PAIRS, src, tgt, (BUCKET,), BUCKET)
-    return data_lib.Data(name="synthetic_hi_en", src_vocab=src, tgt_vocab=tgt, buckets=(BUCKET,),
+    split = batches.tokenize_split("test", PAIRS, src, tgt, (BUCKET,), BUCKET)
+    return batches.Data(name="synthetic_hi_en", src_vocab=src, tgt_vocab=tgt, buckets=(BUCKET,),
                          seed=0, splits={"test": split})
 
 
@@ -104,7 +105,7 @@ def test_aer_with_sentencepiece_is_over_words(spm_data):
     assert out.metrics[0]["bleu"] == pytest.approx(100.0)
     assert 0.0 <= out.metrics[0]["attention_entropy"] <= 1.0
     split = spm_data["test"]
-    batch = next(data_lib.eval_batches(spm_data, "test", 4))
+    batch = next(batches.eval_batches(spm_data, "test", 4))
     attention = fake.score(PARAMS, batch)["forced_attention"][0]
     by_token = [metrics.argmax_alignment(attention[r], len(split.src_ids[i]),
                                          len(split.tgt_ids[i]))
@@ -130,3 +131,23 @@ def test_beam_step_refuses_a_negative_length_penalty():
     beam = steps.make_beam_step(None, beam_size=2, extra_len=1)  # Checked before any tracing.
     with pytest.raises(ValueError, match="length penalty must be >= 0"):
         beam(PARAMS, np.ones((1, 4), np.int32), -1.0)
+
+
+def test_per_head_aer_entropy_and_best_head_on_hand_built_maps():
+    """Two sentences, one layer of two heads: head 1 points every target word at its gold source
+    word, head 2 at the wrong one; AER per head is then exactly 0 and 1 (metrics.aer), head 1 is
+    the best, and each head's entropy is its sum over tokens divided by the token count."""
+    sure = [{(0, 0), (1, 1)}, {(0, 0)}]
+    right = [{(0, 0), (1, 1)}, {(0, 0)}]
+    wrong = [{(1, 0), (0, 1)}, {(1, 0)}]
+    predicted = np.empty((1, 1, 2, 2), dtype=object)  # [K, L, H, n]
+    for i in range(2):
+        predicted[0, 0, 0, i], predicted[0, 0, 1, i] = right[i], wrong[i]
+    heads = {"shape": (1, 2), "entropy": np.array([[[1.5, 3.0]]]), "predicted": predicted}
+    split = type("Split", (), {"sure": sure, "possible": [set(), set()]})()
+    out = evaluate._head_metrics(heads, 0, 3, split, 2, gold=True)  # noqa: SLF001
+    assert out["aer_by_head"] == {"L1H1": 0.0, "L1H2": 1.0}
+    assert (out["best_head"], out["aer_best_head"]) == ("L1H1", 0.0)
+    assert out["attention_entropy_by_head"] == {"L1H1": 0.5, "L1H2": 1.0}
+    assert "aer_by_head" not in evaluate._head_metrics(heads, 0, 3, split, 2, gold=False)  # noqa: SLF001
+    assert evaluate.head_name(1, 3) == "L2H4"

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from absl import logging as absl_logging
 
-from attn_jax import checkpoint, sharding, steps, tracking, train
+from attn_jax import train
+from attn_jax.run import checkpoint, sharding, steps, tracking
+from attn_jax.run import workdir as workdir_lib
 from tests.test_train import REPO, tiny_config
 
 
@@ -113,7 +115,7 @@ def test_checkpoint_of_another_config_is_refused_not_set_aside(tmp_path):
 
 def test_second_process_on_a_workdir_is_refused_naming_the_first(tmp_path):
     workdir = tmp_path / "run"
-    with train.lock_workdir(str(workdir)):
+    with workdir_lib.lock_workdir(str(workdir)):
         result = subprocess.run(
             [sys.executable, "-m", "attn_jax.train", "--config=configs/default.py:tiny",
              f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -122,7 +124,7 @@ def test_second_process_on_a_workdir_is_refused_naming_the_first(tmp_path):
     assert len(errors) == 1 and f"pid {os.getpid()}" in errors[0], result.stderr
     assert "Traceback" not in result.stderr
     assert os.listdir(workdir) == [".lock"]  # The refused process wrote nothing.
-    with train.lock_workdir(str(workdir)):  # Released when its holder is done.
+    with workdir_lib.lock_workdir(str(workdir)):  # Released when its holder is done.
         pass
 
 

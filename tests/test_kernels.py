@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attn_jax import attention, kernels, models
-from attn_jax import config as config_lib
+from attn_jax.model import attention, kernels, rnn
+from attn_jax.run import config as config_lib
 from configs import default
 
 B, T, S, A, D = 3, 7, 11, 8, 6
@@ -85,7 +85,7 @@ def _scorer_config(scorer, impl, query_size=6, key_size=6):
 @pytest.mark.parametrize("scorer,impl,sizes", [
     ("additive", "chunked", (6, 5)), ("additive", "pallas", (6, 5)),
     ("scaled_dot", "chunked", (6, 6)), ("general", "chunked", (6, 10)),
-    ("multihead", "chunked", (6, 5))])
+    ("scaled_general", "pallas", (6, 10)), ("multihead", "chunked", (6, 5))])
 def test_attend_all_impls_equal_xla(scorer, impl, sizes):
     """Context, weights and every parameter/input gradient equal the plain implementation's."""
     dq, dk = sizes
@@ -143,7 +143,7 @@ def test_chunked_additive_backward_never_holds_the_full_tanh():
 
 
 def _model(flow, impl, input_feeding=True, hidden=32, attention_size=64):
-    return models.ModelConfig(src_vocab_size=20, tgt_vocab_size=20, scorer="additive", flow=flow,
+    return rnn.ModelConfig(src_vocab_size=20, tgt_vocab_size=20, scorer="additive", flow=flow,
                               embed_size=8, encoder_hidden=hidden, decoder_hidden=hidden,
                               attention_size=attention_size, output_size=hidden,
                               input_feeding=input_feeding, max_source_len=64,
@@ -153,9 +153,9 @@ def _model(flow, impl, input_feeding=True, hidden=32, attention_size=64):
 def _batch(b, s, t, seed=0):
     rng = np.random.RandomState(seed)
     src = rng.randint(4, 20, (b, s)).astype(np.int32)
-    src[1, s // 2:] = models.PAD
+    src[1, s // 2:] = rnn.PAD
     tgt = rng.randint(4, 20, (b, t + 1)).astype(np.int32)
-    tgt[1, t // 3:] = models.PAD
+    tgt[1, t // 3:] = rnn.PAD
     return jnp.asarray(src), jnp.asarray(tgt[:, :-1]), jnp.asarray(tgt[:, 1:])
 
 
@@ -164,11 +164,11 @@ def test_luong_without_input_feeding_trains_the_same_chunked():
     src, tgt_in, tgt_out = _batch(3, 9, 6)
 
     def loss_and_grads(impl):
-        model = models.Seq2Seq(_model("luong", impl, input_feeding=False))
-        params = models.init_params(model, jax.random.key(0), 9, 6)
+        model = rnn.Seq2Seq(_model("luong", impl, input_feeding=False))
+        params = rnn.init_params(model, jax.random.key(0), 9)
 
         def loss(p):
-            return model.apply({"params": p}, src, tgt_in, tgt_out, method=models.Seq2Seq.loss)[0]
+            return model.apply({"params": p}, src, tgt_in, tgt_out, method=rnn.Seq2Seq.loss)[0]
 
         return jax.jit(jax.value_and_grad(loss))(params)
 
@@ -183,11 +183,11 @@ def test_bahdanau_recurrence_backward_keeps_no_per_step_tanh():
     gradient's temp memory stays below what keeping [B, S, A] for each of the T steps needs."""
     b, s, t, a = 4, 64, 64, 256
     src, tgt_in, tgt_out = _batch(b, s, t)
-    model = models.Seq2Seq(_model("bahdanau", "xla", hidden=16, attention_size=a))
-    params = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0), s, t))
+    model = rnn.Seq2Seq(_model("bahdanau", "xla", hidden=16, attention_size=a))
+    params = jax.eval_shape(lambda: rnn.init_params(model, jax.random.key(0), s))
 
     def loss(p):
-        return model.apply({"params": p}, src, tgt_in, tgt_out, method=models.Seq2Seq.loss)[0]
+        return model.apply({"params": p}, src, tgt_in, tgt_out, method=rnn.Seq2Seq.loss)[0]
 
     compiled = jax.jit(jax.grad(loss)).lower(params).compile()
     assert _bytes(compiled) < b * s * t * a * 4 // 4
@@ -196,7 +196,7 @@ def test_bahdanau_recurrence_backward_keeps_no_per_step_tanh():
 def test_config_checks_attention_impl():
     config = default.get_config("tiny")
     config.model.attention_impl = "flash"
-    with pytest.raises(ValueError, match="attention_impl.*valid: xla, chunked, pallas"):
+    with pytest.raises(ValueError, match="implementation 'flash'; valid: xla, chunked, pallas"):
         config_lib.validate(config)
     config.model.attention_impl = "pallas"
     if jax.default_backend() not in ("gpu", "tpu"):
@@ -217,9 +217,9 @@ def test_long_documents_fill_the_length_and_follow_token_conventions():
     for r, (src, tgt) in enumerate(docs):
         n, m = len(src), len(tgt)
         assert n <= 119 and m <= 119 and max(n, m) >= 50  # Full up to about one sentence.
-        assert batch["src"][0, r, n] == models.EOS and np.all(batch["src"][0, r, n + 1:] == 0)
-        assert batch["tgt_in"][0, r, 0] == models.BOS
+        assert batch["src"][0, r, n] == rnn.EOS and np.all(batch["src"][0, r, n + 1:] == 0)
+        assert batch["tgt_in"][0, r, 0] == rnn.BOS
         np.testing.assert_array_equal(batch["tgt_in"][0, r, 1:m + 1], batch["tgt_out"][0, r, :m])
-        assert batch["tgt_out"][0, r, m] == models.EOS
+        assert batch["tgt_out"][0, r, m] == rnn.EOS
         assert np.all(batch["src"][0, r, :n] >= 4) and batch["src"].max() < src_vocab
     assert batch["tgt_out"].max() < tgt_vocab

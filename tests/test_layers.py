@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attn_jax import layers
+from attn_jax.model import layers
 
 IN, H, B = 5, 4, 3
 

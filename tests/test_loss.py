@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attn_jax import loss, rows
+from attn_jax.model import loss, rows
 
 N, F, O, V = 29, 6, 5, 11  # noqa: E741  (rows, features, output size, vocabulary)
 

@@ -1,9 +1,9 @@
-"""Tests for attn_jax.metrics: hand-computed BLEU, exact match, length buckets, alignments, AER."""
+"""Tests for attn_jax.eval.metrics: hand-computed BLEU, exact match, length buckets, alignments, AER."""
 
 import numpy as np
 import pytest
 
-from attn_jax import metrics
+from attn_jax.eval import metrics
 
 # ------------------------------------------------------------------------------------ BLEU / chrF
 

@@ -11,7 +11,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from attn_jax import attention, benchmark, models, rows, steps
+from attn_jax.model import attention, rnn, rows
+from attn_jax.run import steps
 
 FLOWS = [("bahdanau", True), ("luong", True), ("luong", False)]
 
@@ -22,16 +23,16 @@ def _model(scorer, flow="bahdanau", input_feeding=True, cell="gru", **kw):
                   attention_size=8, output_size=10, num_heads=2, max_source_len=9,
                   bidirectional=True)
     fields.update(kw)
-    return models.Seq2Seq(models.ModelConfig(**fields).validate())
+    return rnn.Seq2Seq(rnn.ModelConfig(**fields).validate())
 
 
 def _batch(seed=0, b=3, s=7, t=5):
     rng = np.random.RandomState(seed)
     src = rng.randint(4, 23, (b, s))
-    src[1, 4:] = models.PAD
-    src[2, 1:] = models.PAD
+    src[1, 4:] = rnn.PAD
+    src[2, 1:] = rnn.PAD
     tgt = rng.randint(4, 19, (b, t))
-    tgt[:, 0] = models.BOS
+    tgt[:, 0] = rnn.BOS
     return jnp.asarray(src), jnp.asarray(tgt)
 
 
@@ -39,17 +40,12 @@ def _targets(tgt_in):
     """tgt_out for tgt_in: shifted left, EOS at the end; row 0 shortened to 3 real tokens (its
     tgt_in padded to match)."""
     out = np.roll(np.asarray(tgt_in), -1, 1)
-    out[:, -1] = models.EOS
-    out[0, 2] = models.EOS
-    out[0, 3:] = models.PAD
+    out[:, -1] = rnn.EOS
+    out[0, 2] = rnn.EOS
+    out[0, 3:] = rnn.PAD
     tgt_in = np.asarray(tgt_in).copy()
-    tgt_in[0, 3:] = models.PAD
+    tgt_in[0, 3:] = rnn.PAD
     return jnp.asarray(tgt_in), jnp.asarray(out)
-
-
-def _reference_loss(model, params, src, tgt_in, tgt_out, smoothing=0.1):
-    """decode_step scanned (nn.scan), full logits, cross-entropy: plain autodiff throughout."""
-    return benchmark._reference_loss(model, params, src, tgt_in, tgt_out, smoothing)  # noqa: SLF001
 
 
 @pytest.mark.parametrize("scorer, flow, feed, cell", [
@@ -62,7 +58,7 @@ def test_fused_loss_and_gradients_equal_step_by_step_autodiff(scorer, flow, feed
     model = _model(scorer, flow, feed, cell)
     src, tgt = _batch(1)
     tgt_in, tgt_out = _targets(tgt)
-    params = models.init_params(model, jax.random.key(0), 7, 5)
+    params = rnn.init_params(model, jax.random.key(0), 7)
 
     def fused(p, extent=None):
         loss, _, weight, _ = model.apply({"params": p}, src, tgt_in, tgt_out, smoothing=0.1,
@@ -70,7 +66,7 @@ def test_fused_loss_and_gradients_equal_step_by_step_autodiff(scorer, flow, feed
         return loss
 
     want, g_want = jax.jit(jax.value_and_grad(
-        lambda p: _reference_loss(model, p, src, tgt_in, tgt_out)))(params)
+        lambda p: rnn.step_by_step_loss(model, p, src, tgt_in, tgt_out, smoothing=0.1)))(params)
     batch = {"src": src[None], "tgt_in": tgt_in[None], "tgt_out": tgt_out[None]}
 
     @jax.jit
@@ -86,11 +82,11 @@ def test_fused_loss_and_gradients_equal_step_by_step_autodiff(scorer, flow, feed
 
 
 def test_encoder_equals_flax_bidirectional_rnn_at_real_positions():
-    cfg = models.ModelConfig(src_vocab_size=9, tgt_vocab_size=9, embed_size=5, encoder_hidden=4,
+    cfg = rnn.ModelConfig(src_vocab_size=9, tgt_vocab_size=9, embed_size=5, encoder_hidden=4,
                              bidirectional=True, encoder_layers=2, decoder_hidden=8)
     x = np.random.RandomState(0).randn(3, 6, 5).astype(np.float32)
     mask = np.arange(6)[None, :] < np.array([6, 2, 4])[:, None]
-    enc = models.Encoder(cfg)
+    enc = rnn.Encoder(cfg)
     params = enc.init(jax.random.key(0), x, mask)["params"]
     got, final = enc.apply({"params": params}, x, mask)
 
@@ -127,8 +123,8 @@ def test_bfloat16_matmuls_give_nearly_the_same_loss():
     losses = {}
     for dtype in ("float32", "bfloat16"):
         model = _model("additive", dtype=dtype)
-        params = models.init_params(models.Seq2Seq(model.config.__class__(
-            **{**model.config.__dict__, "dtype": "float32"})), jax.random.key(0), 7, 5)
+        params = rnn.init_params(rnn.Seq2Seq(model.config.__class__(
+            **{**model.config.__dict__, "dtype": "float32"})), jax.random.key(0), 7)
         losses[dtype] = model.apply({"params": params}, src, tgt_in, tgt_out, method="loss")[0]
         assert jax.tree.leaves(params)[0].dtype == jnp.float32
     np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)
@@ -145,7 +141,7 @@ CASES += [("additive", "bahdanau", True, "lstm"), ("general", "luong", False, "l
 def test_teacher_forcing_equals_step_by_step_and_gradients_reach_attention(scorer, flow, feed, cell):
     model = _model(scorer, flow, feed, cell)
     src, tgt = _batch()
-    params = models.init_params(model, jax.random.key(0), 7, 5)
+    params = rnn.init_params(model, jax.random.key(0), 7)
 
     def loss(p):
         logits, aux = model.apply({"params": p}, src, tgt)
@@ -181,7 +177,7 @@ def test_padding_does_not_change_the_result():
     """A sentence padded to a longer bucket gets the same logits and attention."""
     model = _model("additive")
     src, tgt = _batch()
-    params = models.init_params(model, jax.random.key(0), 7, 5)
+    params = rnn.init_params(model, jax.random.key(0), 7)
     logits, aux = model.apply({"params": params}, src, tgt)
     longer = jnp.pad(src, ((0, 0), (0, 5)))
     logits2, aux2 = model.apply({"params": params}, longer, tgt)
@@ -192,7 +188,7 @@ def test_padding_does_not_change_the_result():
 def test_dropout_is_active_in_training_and_off_in_eval():
     model = _model("additive", dropout=0.5)
     src, tgt = _batch()
-    params = models.init_params(model, jax.random.key(0), 7, 5)
+    params = rnn.init_params(model, jax.random.key(0), 7)
     train = lambda k: model.apply({"params": params}, src, tgt, deterministic=False,  # noqa: E731
                                   rngs={"dropout": k})[0]
     assert not np.allclose(train(jax.random.key(1)), train(jax.random.key(2)))
@@ -202,7 +198,7 @@ def test_dropout_is_active_in_training_and_off_in_eval():
 
 def test_teacher_forced_step_compiles_once_per_shape():
     model = _model("general")
-    params = models.init_params(model, jax.random.key(0), 7, 5)
+    params = rnn.init_params(model, jax.random.key(0), 7)
     traces = []
 
     @jax.jit
@@ -226,13 +222,13 @@ def _model_config_dict(**overrides):
 
 def test_hidden_size_scales_the_whole_model():
     for bidirectional, encoder_hidden in ((True, 32), (False, 64)):
-        cfg = models.ModelConfig.from_config(
+        cfg = rnn.ModelConfig.from_config(
             _model_config_dict(hidden_size=64, bidirectional=bidirectional), src_vocab_size=10,
             tgt_vocab_size=11, max_source_len=16)
         assert (cfg.decoder_hidden, cfg.annotation_size, cfg.output_size) == (64, 64, 64)
         assert cfg.encoder_hidden == encoder_hidden
         assert cfg.attention_size == 32 and cfg.embed_size == 32
-    cfg = models.ModelConfig.from_config(_model_config_dict(hidden_size=64, decoder_hidden=80),
+    cfg = rnn.ModelConfig.from_config(_model_config_dict(hidden_size=64, decoder_hidden=80),
                                          src_vocab_size=10, tgt_vocab_size=11, max_source_len=16)
     assert cfg.decoder_hidden == 80 and cfg.attention_size == 32
 
@@ -253,12 +249,12 @@ def test_bad_model_config_raises_before_compiling(overrides, match, monkeypatch)
 
     monkeypatch.setattr(jax, "jit", no_compile)
     with pytest.raises(ValueError, match=match):
-        models.ModelConfig.from_config(_model_config_dict(**overrides), src_vocab_size=10,
+        rnn.ModelConfig.from_config(_model_config_dict(**overrides), src_vocab_size=10,
                                        tgt_vocab_size=11, max_source_len=16)
 
 
 def test_model_config_is_frozen_and_typed():
-    cfg = models.ModelConfig(src_vocab_size=5, tgt_vocab_size=5)
+    cfg = rnn.ModelConfig(src_vocab_size=5, tgt_vocab_size=5)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.scorer = "dot"
     assert isinstance(_model_config_dict(), ml_collections.ConfigDict)

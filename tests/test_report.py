@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 import attn_jax
-from attn_jax import attention, report
-from attn_jax.metrics import LENGTH_BUCKETS
-from attn_jax.synthetic import RUNNING_EXAMPLE
+from attn_jax import report
+from attn_jax.data.lengths import LENGTH_BUCKETS
+from attn_jax.data.synthetic import RUNNING_EXAMPLE
+from attn_jax.model import attention
 
 SCORERS = ("none", "additive", "dot")
 HIDDEN_SIZES = (32, 64)
@@ -202,7 +203,7 @@ def test_command_line_writes_the_report_at_a_chosen_hidden_size(sweep, tmp_path)
 
 
 def test_running_example_defined_once():
-    """The running example's text lives in attn_jax.synthetic.RUNNING_EXAMPLE only."""
+    """The running example's text lives in attn_jax.data.synthetic.RUNNING_EXAMPLE only."""
     text = re.escape(RUNNING_EXAMPLE.src)
     literal = re.compile(rf"""["']{text}["']""")
     package = Path(attn_jax.__file__).parent

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_jax import rows
+from attn_jax.model import rows
 
 N, A, B_ = 23, 5, 4
 

@@ -1,4 +1,4 @@
-"""One code path for 1 device, N devices and N processes (attn_jax/sharding.py).
+"""One code path for 1 device, N devices and N processes (attn_jax/run/sharding.py).
 
 Runs happen in worker processes (tests/sharding_worker.py) started with forced CPU host devices
 (XLA_FLAGS=--xla_force_host_platform_device_count=N) or as two jax.distributed processes; every
@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from attn_jax import sharding
+from attn_jax.run import sharding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "sharding_worker.py")
@@ -209,3 +209,16 @@ def test_mesh_shape_fills_the_data_axis():
     assert sharding.mesh_shape(-1, 1, 4, 1) == (1, 4)
     assert sharding.mesh_shape(-1, 2, 4, 2) == (2, 2)
     assert sharding.mesh_shape(2, 1, 4, 1) == (1, 2)
+
+
+def test_one_device_is_a_layout_like_any_other():
+    """One device takes the same path as N: a 1 x 1 mesh that places batches and gathers results
+    (only the pacing of dispatched steps differs: one device has no all-reduce to wait for)."""
+    layout = sharding.single_device()
+    assert (layout.seeds_size, layout.data_size) == (1, 1) and layout.steps_in_flight is None
+    batch = layout.train_batch({"src": np.arange(6).reshape(1, 2, 3), "index": np.zeros((1, 2))})
+    assert set(batch) == {"src"} and batch["src"].sharding.mesh == layout.mesh
+    np.testing.assert_array_equal(layout.gather(batch)["src"], np.arange(6).reshape(1, 2, 3))
+    wide = sharding.Layout(jax.sharding.Mesh(np.asarray(jax.devices()[:1] * 2).reshape(1, 2),
+                                             (sharding.SEEDS, sharding.DATA)))
+    assert wide.steps_in_flight == sharding.MAX_STEPS_IN_FLIGHT

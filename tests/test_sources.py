@@ -1,4 +1,4 @@
-"""Tests for attn_jax.sources: the TFDS builders (array_record), raw Multi30k files, the catalog
+"""Tests for attn_jax.data.sources: the TFDS builders (array_record), raw Multi30k files, the catalog
 path and reading prepared data back.
 
 Everything runs on tiny generated corpora under tmp_path (no network, no ../shared), except
@@ -16,7 +16,7 @@ import pytest
 import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 
-from attn_jax import sources
+from attn_jax.data import sources
 from tests.data_helpers import install_fake_synthetic, make_cfg, write_gz, write_multi30k
 
 # The shared copy beside the repository (../shared/data/multi30k), when there is one.
@@ -105,7 +105,7 @@ def test_reading_needs_no_grain(tmp_path):
     write_multi30k(tmp_path / "raw")
     code = ("import sys; sys.modules['grain'] = None\n"  # any `import grain` now fails
             "import ml_collections\n"
-            "from attn_jax import data, sources\n"
+            "from attn_jax.data import batches, sources\n"
             "cfg = ml_collections.ConfigDict(dict(name='multi30k', tfds_dir=sys.argv[1],\n"
             "    raw_dir=sys.argv[2], source_lang='de', target_lang='en'))\n"
             "print(len(sources.read_raw_splits(cfg)['train']))\n")
@@ -196,3 +196,21 @@ def test_builders_do_not_warn_about_their_own_configs(tmp_path, monkeypatch, cap
         assert absl_logger.filters == filters
         absl_logging.warning("Using custom data configuration: elsewhere")
     assert "Using custom data configuration: elsewhere" in caplog.text
+
+
+def test_local_preparation_announces_no_download(tmp_path, capfd, caplog):
+    """Preparing Multi30k from local files (or the embedded data) neither prints TFDS's
+    "Downloading and preparing dataset Unknown size" banner nor warns about the half-written
+    version folder; a later read of the prepared copy is silent too."""
+    write_multi30k(tmp_path / "raw")
+    cfg = make_cfg(tmp_path, name="multi30k", raw_dir=str(tmp_path / "raw"))
+    with caplog.at_level(logging.INFO, logger="absl"):
+        for _ in range(2):
+            assert len(sources.read_raw_splits(cfg)["train"]) == 12
+        absl_logging.warning("Variant folder elsewhere has no dataset_info.json")
+    printed = capfd.readouterr()
+    assert "Downloading" not in printed.out + printed.err
+    assert "downloaded and prepared" not in printed.out + printed.err
+    assert [r.getMessage() for r in caplog.records if "Variant folder" in r.getMessage()] == [
+        "Variant folder elsewhere has no dataset_info.json"]  # Only outside our builders.
+    assert "prepared" in caplog.text  # Our own message about it still gets through.

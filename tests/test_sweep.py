@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `launch` is run from the repository root, not installed.
     sys.path.insert(0, str(REPO))
 
-from attn_jax import attention  # noqa: E402
-from attn_jax import config as config_lib  # noqa: E402
+from attn_jax.model import attention  # noqa: E402
+from attn_jax.run import config as config_lib  # noqa: E402
 from launch import local, slurm, sweep, wandb_sweep  # noqa: E402
 from tests.run_helpers import wandb_records  # noqa: E402
 

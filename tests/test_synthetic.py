@@ -1,4 +1,4 @@
-"""Tests for the synthetic Hindi->English grammar (attn_jax/synthetic.py): determinism, splits
+"""Tests for the synthetic Hindi->English grammar (attn_jax/data/synthetic.py): determinism, splits
 (the running example held out), links and their conventions."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from attn_jax import synthetic
-from attn_jax.synthetic import LENGTH_BUCKETS, NOUN, NP, RUNNING_EXAMPLE, Example, length_bucket
+from attn_jax.data import synthetic
+from attn_jax.data.synthetic import LENGTH_BUCKETS, NOUN, NP, RUNNING_EXAMPLE, Example, length_bucket
 
 # sha256 of "src\ttgt\n" for the first 200 test pairs of generate_splits(SIZES, seed=0): the texts
 # must not change when only the alignment conventions change. (Changed once on purpose: the
@@ -191,3 +191,17 @@ def test_article_links(splits):
                 assert not any(t == j for _, t in ex.sure), ex
                 after = {i for i, t in ex.sure if t == j + 1}
                 assert after and after <= {i for i, t in ex.possible if t == j}, (ex, j)
+
+
+def test_generator_version_pins_the_output():
+    """GENERATOR_VERSION names the data a run was trained on (vocab/meta.json, the prepared data's
+    folder). An edit that changes what the grammar generates must change the version, or a run
+    would resume (and its prepared data be reused) on other data: this digest of a small draw
+    fails first. When it does, give GENERATOR_VERSION a new value and update both here."""
+    splits = synthetic.generate_splits({"test": 50, "valid": 50, "train": 200}, 0)
+    digest = hashlib.sha256()
+    for split in ("test", "valid", "train"):
+        for ex in splits[split]:
+            digest.update(repr((split, ex.src, ex.tgt, synthetic.format_links(ex.sure),
+                                synthetic.format_links(ex.possible))).encode())
+    assert (synthetic.GENERATOR_VERSION, digest.hexdigest()[:16]) == ("9ecceb74", "42b55da5c8ea4869")

@@ -1,4 +1,4 @@
-"""W&B mirroring (attn_jax/tracking.py), offline: one run per process with seed-prefixed keys
+"""W&B mirroring (attn_jax/run/tracking.py), offline: one run per process with seed-prefixed keys
 (also under a sweep agent), resume into the same run and the same offline directory, the
 best-BLEU summary, job type and tags, and the user's W&B settings taking precedence.
 
@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from attn_jax import tracking
+from attn_jax.run import tracking
 from tests.run_helpers import wandb_records
 
 CONFIG = {"model": {"scorer": "dot", "hidden_size": 16, "flow": "luong"}}
@@ -240,3 +240,24 @@ def test_close_reports_how_the_run_ended(tmp_path):
                 raise exc
         assert tracker.run is None
     assert codes == [0, 143, 1, 1]
+
+
+def test_no_tracker_has_exactly_the_loops_methods_and_writes_nothing(tmp_path):
+    """What processes other than 0 log with: the rows process 0 wrote, and nothing else; a name
+    the loop does not call (a typo) is an AttributeError, not a silent no-op."""
+    tracker = tracking.Tracker(str(tmp_path), {}, (0, 1), "disabled", "", "", "")
+    tracker.write(3, "train", [{"loss": 1.0}, {"loss": 2.0}])
+    quiet = tracking.NoTracker(str(tmp_path))
+    assert quiet.path == tracker.path
+    before = open(tracker.path).read()
+    assert [r["seed"] for r in quiet.truncate(0)] == [0, 1]  # Read, not truncated.
+    quiet.write(6, "train", [{"loss": 0.5}, {"loss": 0.5}])
+    quiet.log_media(0, 6, {"x": "x.png"}, [("a", "b", "c")], ("s", "r", "h"))
+    quiet.summary(0, {"test": {"bleu": 1.0}})
+    quiet.close()
+    assert open(tracker.path).read() == before and os.listdir(tmp_path) == ["metrics.jsonl"]
+    loop_calls = {"path", "truncate", "write", "log_media", "summary", "close"}
+    assert loop_calls <= {name for name in dir(tracker) if not name.startswith("_")}
+    assert {name for name in dir(quiet) if not name.startswith("_")} == loop_calls
+    with pytest.raises(AttributeError):
+        quiet.wirte(6, "train", [])

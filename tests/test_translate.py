@@ -10,12 +10,13 @@ import sys
 
 import pytest
 
-from attn_jax import checkpoint, translate
-from attn_jax import vocab as vocab_lib
-from attn_jax.config import load_config_file
-from attn_jax.sources import Pair
-from attn_jax.tokens import BOS, EOS, PAD
-from tests.run_helpers import random_run_state
+from attn_jax import translate
+from attn_jax.data import vocab as vocab_lib
+from attn_jax.data.sources import Pair
+from attn_jax.data.tokens import BOS, EOS, PAD
+from attn_jax.run import checkpoint
+from attn_jax.run.config import load_config_file
+from tests.run_helpers import assert_one_line_error, random_run_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_LEN = 24 + 10  # The tiny config's first bucket + eval.max_decode_extra.
@@ -111,11 +112,4 @@ def test_main_turns_errors_into_one_line(run_dir, tmp_path, monkeypatch):
         (tmp_path / "config.json").write_text(f.read())
     with pytest.raises(translate.TranslateError, match="has no saved vocabulary") as error:
         translate.Translator(str(tmp_path))
-
-    def fail():
-        raise error.value
-
-    monkeypatch.setattr(translate, "_translate_all", fail)
-    with pytest.raises(SystemExit) as exit_:
-        translate.main([])
-    assert exit_.value.code == f"error: {error.value}" and "\n" not in exit_.value.code
+    assert_one_line_error(monkeypatch, translate, "_translate_all", error.value)

@@ -1,5 +1,5 @@
-"""Tests for attn_jax.vocab (word and sentencepiece vocabularies, saved per run) and the special
-token ids of attn_jax.tokens."""
+"""Tests for attn_jax.data.vocab (word and sentencepiece vocabularies, saved per run) and the special
+token ids of attn_jax.data.tokens."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import ml_collections
 import pytest
 
 import attn_jax
-from attn_jax import vocab as vocab_lib
-from attn_jax.sources import Pair
-from attn_jax.tokens import BOS, EOS, PAD, SPECIAL_TOKENS, UNK
+from attn_jax.data import vocab as vocab_lib
+from attn_jax.data.sources import Pair
+from attn_jax.data.tokens import BOS, EOS, PAD, SPECIAL_TOKENS, UNK
 from tests.data_helpers import DE_LINES, EN_LINES
 
 
@@ -102,7 +102,7 @@ def test_load_vocabs_names_a_folder_without_one(tmp_path):
 
 
 def test_special_tokens_defined_once():
-    """PAD/BOS/EOS/UNK get their values in attn_jax/tokens.py only: no module assigns them or
+    """PAD/BOS/EOS/UNK get their values in attn_jax/data/tokens.py only: no module assigns them or
     uses a bare literal as the default of a *_id parameter."""
     assert SPECIAL_TOKENS[PAD] == "<pad>" and (PAD, BOS, EOS, UNK) == (0, 1, 2, 3)
     assignment = re.compile(r"^\s*(PAD|BOS|EOS|UNK)\b[\w, ]*=\s*\d", re.M)

@@ -1,6 +1,6 @@
 """Sweep: every attention scorer x hidden size, 3 seeds each (the project's main comparison).
 
-Grid: model.scorer in every published scorer, attn_jax.attention.COMPARED (none, additive, dot, general,
+Grid: model.scorer in every published scorer, attn_jax.model.attention.COMPARED (none, additive, dot, general,
 scaled_dot, location, multihead) x model.hidden_size in {32, 64, 128, 256}, seeds 0, 1, 2.
 By default (seeds_mode=vmap) that is 7 x 4 = 28 trials, each training its 3 seeds as vmapped
 replicas in one process (--config.train.seed=0 --config.train.num_seeds=3); with
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from attn_jax.attention import COMPARED
+from attn_jax.model.attention import COMPARED
 
 HIDDEN_SIZES = [32, 64, 128, 256]
 # Overrides shared by every trial, as {"train.num_steps": 2000}; every key must exist in the base

@@ -11,7 +11,7 @@ evaluation uses); for each run directory in --runs, the same with its best check
 per row:
 
   entropy   mean over real target tokens of H(α_t) / log(source length): 1 = uniform, 0 = one-hot
-            (`attn_jax.metrics.attention_entropy`, the `attention_entropy` of the valid rows);
+            (`attn_jax.eval.metrics.attention_entropy`, the `attention_entropy` of the valid rows);
   score sd  the standard deviation of the scores e_tj over a row's real source positions, mean
             over target tokens. Read from α itself: log α_tj = e_tj - logsumexp_j e_tj, so the
             spread of log α along a row is the spread of the scores;
@@ -32,11 +32,13 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from attn_jax import checkpoint, metrics, models, steps
-from attn_jax import config as config_lib
-from attn_jax import data as data_lib
-from attn_jax.config import load_config_file
-from attn_jax.tokens import PAD
+from attn_jax.data import batches
+from attn_jax.data.tokens import PAD
+from attn_jax.eval import metrics
+from attn_jax.model import arch
+from attn_jax.run import checkpoint, steps
+from attn_jax.run import config as config_lib
+from attn_jax.run.config import load_config_file
 
 flags.DEFINE_string("config", "configs/multi30k.py", "Config file (configs/*.py[:arg]).")
 flags.DEFINE_string("workdir", "/tmp/score_scale", "Where the vocabularies are built or found.")
@@ -48,11 +50,11 @@ flags.DEFINE_integer("batches", 4, "Valid batches (of eval.batch_size) to read."
 FLAGS = flags.FLAGS
 
 
-def sharpness(data, score, params, batches: int) -> dict[str, float]:
+def sharpness(data, score, params, num_batches: int) -> dict[str, float]:
     """entropy, score sd and max α (module docstring) of replica 0 over the first valid batches."""
     entropy = spread = peak = tokens = 0.0
-    for i, batch in enumerate(data_lib.eval_batches(data, "valid", 256)):
-        if i == batches:
+    for i, batch in enumerate(batches.eval_batches(data, "valid", 256)):
+        if i == num_batches:
             break
         att = np.asarray(jax.device_get(score(params, batch))["forced_attention"][0], np.float64)
         src_mask = batch["src"] != PAD  # [B, S]
@@ -72,7 +74,7 @@ def sharpness(data, score, params, batches: int) -> dict[str, float]:
 def _model(config, data):
     derived = config_lib.derive(config, src_vocab_size=data.src_vocab.size,
                                 tgt_vocab_size=data.tgt_vocab.size, steps_per_epoch=1)
-    model = models.Seq2Seq(derived.model)
+    model = arch.build(derived.model)
     tx, _ = steps.make_optimizer(config.train, derived.num_steps)
     return model, tx, derived
 
@@ -82,13 +84,13 @@ def main(argv):
     config = load_config_file(FLAGS.config)
     if FLAGS.raw_dir:
         config.data.raw_dir = FLAGS.raw_dir
-    data = data_lib.load(config.data, FLAGS.workdir)
+    data = batches.load(config.data, FLAGS.workdir)
     print("| model | step | entropy | score sd | max α |")
     print("|---|---|---|---|---|")
     for scorer in FLAGS.scorers:
         config.model.scorer = scorer
         model, tx, derived = _model(config, data)
-        state = steps.init_state(model, tx, derived.seeds, data.buckets[0], data.buckets[0])
+        state = steps.init_state(model, tx, derived.seeds, data.buckets[0])
         score = steps.make_eval_step(model, config.eval.max_decode_extra).score
         s = sharpness(data, score, state.params, FLAGS.batches)
         print(f"| {scorer} (init) | 0 | {s['entropy']:.3f} | {s['score_sd']:.2f} | "
@@ -96,9 +98,9 @@ def main(argv):
     for workdir in sorted(w for pattern in FLAGS.runs for w in glob.glob(pattern)):
         with open(os.path.join(workdir, "config.json")) as f:
             run_config = config_lib.from_saved(json.load(f))
-        run_data = data_lib.load(run_config.data, workdir)  # The run's own vocabularies.
+        run_data = batches.load(run_config.data, workdir)  # The run's own vocabularies.
         model, tx, derived = _model(run_config, run_data)
-        like = steps.init_state(model, tx, derived.seeds, data.buckets[0], data.buckets[0])
+        like = steps.init_state(model, tx, derived.seeds, data.buckets[0])
         ckpts = checkpoint.Checkpoints(workdir, run_config.train.keep_checkpoints)
         params, step = ckpts.restore(like, best=True).params, ckpts.best.best_step()
         ckpts.close()

@@ -1,0 +1,330 @@
+"""Data: splits tokenized into memory, fixed-shape length buckets and the batch streams.
+
+Pipeline (``load(config.data, workdir)``):
+
+  1. raw text pairs: ``sources.read_raw_splits`` (TFDS builders prepared as array_record);
+  2. vocabularies: ``vocab.load_or_build_vocabs`` builds them on the train split and saves them
+     under WORKDIR/vocab/; a resumed run reloads them from there, never retrains them;
+  3. every split is tokenized into memory (``Data``); train pairs longer than ``data.max_len`` are
+     filtered out and counted, valid/test pairs never are (an error names the fix instead);
+  4. batches have one fixed shape per bucket in ``data.buckets`` so jitted steps never recompile:
+     ``train_batches`` ([K, B, L], K seeded replicas) and ``eval_batches`` ([B, L]).
+
+Token layout (ids from ``attn_jax.data.tokens``):
+  src     = [x1..xm, PAD...]
+  tgt_in  = [BOS, y1..yn, PAD...]
+  tgt_out = [y1..yn, EOS, PAD...]
+A pair goes to the smallest bucket L with m <= L and n + 1 <= L; src, tgt_in, tgt_out are all
+[.., L].
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import math
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from attn_jax.data import sources
+from attn_jax.data import vocab as vocab_lib
+from attn_jax.data.sources import SPLITS, Pair
+from attn_jax.data.tokens import BOS, EOS, PAD
+from attn_jax.data.vocab import Vocab
+
+# ----------------------------------------------------------------------------------------------
+# Tokenized in-memory data
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One tokenized split. Example i (the batch 'index') is src_text[i] / src_ids[i] / ... ."""
+
+    name: str
+    src_text: list[str]
+    tgt_text: list[str]
+    src_ids: list[np.ndarray]  # [m_i] int32, no BOS/EOS
+    tgt_ids: list[np.ndarray]  # [n_i] int32, no BOS/EOS
+    sure: list[tuple[tuple[int, int], ...]] | None  # gold links (synthetic only)
+    possible: list[tuple[tuple[int, int], ...]] | None
+    bucket: np.ndarray  # [N] int32 index into Data.buckets
+    raw_index: np.ndarray  # [N] int32 position in the raw split (differs only after filtering)
+    filtered: dict[str, int]  # train: {'too_long': n, 'empty': n}; valid/test: zeros
+    # Per bucket: padded arrays of that bucket's examples, ascending index.
+    # {'src','tgt_in','tgt_out': [n_b, L_b] int32, 'index': [n_b] int32}
+    bucket_arrays: tuple[dict[str, np.ndarray], ...]
+
+    def __len__(self) -> int:
+        return len(self.src_text)
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """Everything the trainer needs: vocabularies, buckets, and the three tokenized splits."""
+
+    name: str
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    buckets: tuple[int, ...]
+    seed: int  # data.seed: the train bucket schedule's seed
+    splits: dict[str, Split]
+
+    def __getitem__(self, split: str) -> Split:
+        return self.splits[split]
+
+
+def check_config(cfg: Any) -> None:
+    """Clear errors for `config.data` values that cannot work, before any data is read."""
+    sources.check_name(cfg.name)
+    vocab_lib.check_config(cfg)
+    buckets = tuple(cfg.buckets)
+    if not buckets or any(int(b) < 2 for b in buckets) or list(buckets) != sorted(set(buckets)):
+        raise ValueError(f"data.buckets={buckets} must be strictly increasing lengths >= 2")
+    if not 2 <= cfg.max_len <= buckets[-1]:
+        raise ValueError(
+            f"data.max_len={cfg.max_len} must lie in [2, largest bucket {buckets[-1]}]; "
+            "raise data.buckets or lower data.max_len")
+
+
+def smallest_bucket(length: int, buckets: Sequence[int]) -> int | None:
+    """The smallest bucket length L >= length, or None when none fits."""
+    return next((b for b in buckets if length <= b), None)
+
+
+def _bucket_of(src_len: int, tgt_len: int, buckets: Sequence[int]) -> int:
+    """Index of the smallest bucket L with src_len <= L and tgt_len + 1 <= L (EOS), or -1."""
+    length = smallest_bucket(max(src_len, tgt_len + 1), buckets)
+    return -1 if length is None else list(buckets).index(length)
+
+
+def _bucket_arrays(src_ids, tgt_ids, bucket, buckets) -> tuple[dict[str, np.ndarray], ...]:
+    out = []
+    for b, length in enumerate(buckets):
+        rows = np.flatnonzero(bucket == b).astype(np.int32)  # [n_b]
+        src = np.full((len(rows), length), PAD, np.int32)  # [n_b, L]
+        tgt_in = np.full((len(rows), length), PAD, np.int32)  # [n_b, L]
+        tgt_out = np.full((len(rows), length), PAD, np.int32)  # [n_b, L]
+        for r, i in enumerate(rows):
+            s, t = src_ids[i], tgt_ids[i]
+            src[r, :len(s)] = s
+            tgt_in[r, 0] = BOS
+            tgt_in[r, 1:len(t) + 1] = t
+            tgt_out[r, :len(t)] = t
+            tgt_out[r, len(t)] = EOS
+        out.append({"src": src, "tgt_in": tgt_in, "tgt_out": tgt_out, "index": rows})
+    return tuple(out)
+
+
+def tokenize_split(name: str, pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab: Vocab,
+                   buckets: Sequence[int], max_len: int) -> Split:
+    """Tokenizes and buckets `pairs`. Train drops (and counts) pairs over max_len or empty;
+    valid/test raise instead, since an evaluation set must never shrink silently."""
+    src_ids = [np.asarray(src_vocab.encode(p.src), np.int32) for p in pairs]
+    tgt_ids = [np.asarray(tgt_vocab.encode(p.tgt), np.int32) for p in pairs]
+    keep, filtered = [], {"too_long": 0, "empty": 0}
+    for i, (s, t) in enumerate(zip(src_ids, tgt_ids)):
+        empty = len(s) == 0 or len(t) == 0
+        if name == "train":
+            if empty:
+                filtered["empty"] += 1
+            elif max(len(s), len(t) + 1) > max_len:
+                filtered["too_long"] += 1
+            else:
+                keep.append(i)
+            continue
+        if empty:
+            raise ValueError(
+                f"{name} example {i} has an empty source or target after tokenization "
+                f"(src={pairs[i].src!r}, tgt={pairs[i].tgt!r}); fix the data")
+        if _bucket_of(len(s), len(t), buckets) < 0:
+            need = max(len(s), len(t) + 1)
+            raise ValueError(
+                f"{name} example {i} has {len(s)} source and {len(t)}+1 (EOS) target tokens, "
+                f"more than the largest bucket {buckets[-1]} of data.buckets={tuple(buckets)}. "
+                f"Raise data.buckets (e.g. add {16 * math.ceil(need / 16)}); evaluation "
+                "examples are never dropped.")
+        keep.append(i)
+    if name == "train" and (filtered["too_long"] or filtered["empty"]):
+        logging.warning("train: filtered %d pairs longer than data.max_len=%d and %d empty pairs "
+                        "(of %d)", filtered["too_long"], max_len, filtered["empty"], len(pairs))
+    if not keep:
+        raise ValueError(f"{name} split is empty after filtering ({filtered}); check data.max_len")
+    src_ids = [src_ids[i] for i in keep]
+    tgt_ids = [tgt_ids[i] for i in keep]
+    bucket = np.array([_bucket_of(len(s), len(t), buckets) for s, t in zip(src_ids, tgt_ids)],
+                      np.int32)
+    has_links = pairs[0].sure is not None
+    return Split(
+        name=name,
+        src_text=[pairs[i].src for i in keep],
+        tgt_text=[pairs[i].tgt for i in keep],
+        src_ids=src_ids,
+        tgt_ids=tgt_ids,
+        sure=[pairs[i].sure for i in keep] if has_links else None,
+        possible=[pairs[i].possible for i in keep] if has_links else None,
+        bucket=bucket,
+        raw_index=np.asarray(keep, np.int32),
+        filtered=filtered,
+        bucket_arrays=_bucket_arrays(src_ids, tgt_ids, bucket, buckets),
+    )
+
+
+def load(cfg: Any, workdir: str) -> Data:
+    """Reads `config.data` `cfg`, prepares/reads the dataset, loads or builds the vocabularies
+    (WORKDIR/vocab/) and returns every split tokenized and bucketed in memory."""
+    check_config(cfg)
+    start = time.perf_counter()
+    raw = sources.read_raw_splits(cfg)
+    read_s = time.perf_counter() - start
+    src_vocab, tgt_vocab = vocab_lib.load_or_build_vocabs(cfg, workdir, raw["train"],
+                                                          sources.dataset_meta(cfg))
+    vocab_s = time.perf_counter() - start - read_s
+    buckets = tuple(int(b) for b in cfg.buckets)
+    splits = {name: tokenize_split(name, raw[name], src_vocab, tgt_vocab, buckets, cfg.max_len)
+              for name in SPLITS}
+    tokenize_s = time.perf_counter() - start - read_s - vocab_s
+    data = Data(name=cfg.name, src_vocab=src_vocab, tgt_vocab=tgt_vocab, buckets=buckets,
+                seed=int(cfg.seed), splits=splits)
+    logging.info("data %s: %s; vocab src %d tgt %d; prepare+read %.1fs, vocab %.1fs, tokenize "
+                 "%.1fs", cfg.name, describe(data), src_vocab.size, tgt_vocab.size, read_s, vocab_s,
+                 tokenize_s)
+    return data
+
+
+def describe(data: Data) -> str:
+    """One line: examples per split and bucket, and the train filter counts."""
+    parts = []
+    for name, split in data.splits.items():
+        per_bucket = np.bincount(split.bucket, minlength=len(data.buckets)).tolist()
+        parts.append(f"{name} {len(split)} (per bucket {dict(zip(data.buckets, per_bucket))})")
+    return "; ".join(parts) + f"; train filtered {data.splits['train'].filtered}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Batching: one fixed shape per bucket
+# ----------------------------------------------------------------------------------------------
+
+
+def batch_sizes(cfg: Any, buckets: Sequence[int]) -> tuple[int, ...]:
+    """Sentences per train batch in each bucket: data.batch_size everywhere, or with
+    data.batch_tokens > 0 about batch_tokens / L sentences in the bucket of padded length L (a
+    multiple of 8 once at least 8), so every batch holds about the same number of tokens."""
+    if cfg.batch_tokens <= 0:
+        return tuple(int(cfg.batch_size) for _ in buckets)
+    sizes = []
+    for length in buckets:
+        size = max(1, cfg.batch_tokens // length)
+        sizes.append(size // 8 * 8 if size >= 8 else size)
+    return tuple(sizes)
+
+
+def _per_bucket(sizes: int | Sequence[int], n: int) -> tuple[int, ...]:
+    sizes = (sizes,) * n if isinstance(sizes, (int, np.integer)) else tuple(sizes)
+    if len(sizes) != n or min(sizes) < 1:
+        raise ValueError(f"batch sizes must be >= 1, one per bucket ({n}), got {sizes}")
+    return sizes
+
+
+def _batches_per_bucket(split: Split, sizes: int | Sequence[int]) -> list[int]:
+    """ceil(n_b / B_b): the last batch of a bucket is filled by wrap-around (see train_batches)."""
+    sizes = _per_bucket(sizes, len(split.bucket_arrays))
+    return [math.ceil(len(a["index"]) / size) for a, size in zip(split.bucket_arrays, sizes)]
+
+
+def steps_per_epoch(data: Data, sizes: int | Sequence[int]) -> int:
+    """Train steps per epoch: sum over buckets of ceil(n_b / B_b) (`batch_sizes`, or one int)."""
+    return sum(_batches_per_bucket(data.splits["train"], sizes))
+
+
+def _bucket_schedule(counts: Sequence[int], data_seed: int,
+                     epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which bucket each step of `epoch` uses, and the how-many-th use of that bucket it is.
+
+    A shuffle of [b] * counts[b] seeded by (data_seed, epoch) only: identical for every replica.
+    """
+    order = np.repeat(np.arange(len(counts)), counts)  # [steps_per_epoch]
+    np.random.default_rng([0, data_seed, epoch]).shuffle(order)
+    occurrence = np.zeros_like(order)
+    seen = collections.Counter()
+    for step, b in enumerate(order):
+        occurrence[step] = seen[b]
+        seen[b] += 1
+    return order, occurrence
+
+
+def _replica_permutation(n: int, seed: int, epoch: int, bucket: int) -> np.ndarray:
+    """The order in which replica `seed` visits bucket `bucket` in `epoch`."""
+    return np.random.default_rng([1, seed, epoch, bucket]).permutation(n)
+
+
+def train_batches(data: Data, sizes: int | Sequence[int], seeds: Sequence[int],
+                  start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """Endless train batches for K = len(seeds) replicas: {'src','tgt_in','tgt_out': [K, B, L],
+    'index': [K, B]}, with L one of data.buckets and B its batch size (`batch_sizes`; an int:
+    the same in every bucket).
+
+    Step k is a pure function of (data, sizes, seeds, data.seed, k):
+      epoch, j = divmod(k, steps_per_epoch)
+      bucket   = schedule(data.seed, epoch)[j]         (same for all replicas, so shapes match)
+      rows     = permutation(seed_i, epoch, bucket)    (each replica its own order)
+    so replica i of seeds (s0, s1, ...) sees exactly the batches of a run with seeds (s_i,), and
+    start_step=k continues a run exactly. Each epoch every train example appears once; a bucket's
+    last batch is completed by wrapping around to the start of that replica's permutation of the
+    bucket (so a few examples appear twice per epoch; a bucket smaller than B repeats its examples).
+    """
+    split = data.splits["train"]
+    sizes = _per_bucket(sizes, len(split.bucket_arrays))
+    counts = _batches_per_bucket(split, sizes)
+    per_epoch = sum(counts)
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("train_batches needs at least one seed")
+    epoch = None
+    for step in itertools.count(start_step):
+        step_epoch, j = divmod(step, per_epoch)
+        if step_epoch != epoch:
+            epoch = step_epoch
+            order, occurrence = _bucket_schedule(counts, data.seed, epoch)
+            perms: dict[tuple[int, int], np.ndarray] = {}
+        b = int(order[j])
+        arrays = split.bucket_arrays[b]
+        n_b = len(arrays["index"])
+        size = sizes[b]
+        positions = (occurrence[j] * size + np.arange(size)) % n_b  # [B]
+        rows = []
+        for seed in seeds:
+            if (seed, b) not in perms:
+                perms[seed, b] = _replica_permutation(n_b, seed, epoch, b)
+            rows.append(perms[seed, b][positions])
+        rows = np.stack(rows)  # [K, B]
+        yield {key: value[rows] for key, value in arrays.items()}  # [K, B, L] / index [K, B]
+
+
+def _filler(key: str, rows: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Filler rows: index -1, everything else PAD."""
+    return np.full((rows,) + shape, -1 if key == "index" else PAD, np.int32)
+
+
+def eval_batches(data: Data, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Every example of `split` exactly once: {'src','tgt_in','tgt_out': [B, L], 'index': [B]}.
+
+    Bucket by bucket (ascending L), ascending index within a bucket; the last batch of a bucket is
+    padded with filler rows (all PAD, index -1).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for arrays in data.splits[split].bucket_arrays:
+        n_b = len(arrays["index"])
+        for start in range(0, n_b, batch_size):
+            batch = {key: value[start:start + batch_size] for key, value in arrays.items()}
+            filler = batch_size - len(batch["index"])
+            if filler:
+                batch = {key: np.concatenate([value, _filler(key, filler, value.shape[1:])])
+                         for key, value in batch.items()}
+            yield batch

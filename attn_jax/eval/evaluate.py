@@ -1,0 +1,217 @@
+"""Evaluation of K replicas on a split: teacher-forced perplexity, translations from one decoder
+(greedy, or beam search), BLEU (sacrebleu), exact match, BLEU per source-length bucket, and AER
+of the attention.
+
+Scoring and decoding are separate programs (`steps.EvalStep.score`, and `decoder`'s choice of
+`EvalStep.greedy` or `steps.make_beam_step`), so a beam-search evaluation never decodes greedily.
+
+AER: force-decode the reference, link each target word to its argmax source word, compare with
+the gold sure/possible links (Och & Ney 2003). Gold links index whitespace words; with a subword
+vocabulary the attention is first summed over the tokens of each source word and averaged over
+the tokens of each target word (`metrics.word_alignment`). Defined only where the data has gold
+alignments (the embedded synthetic data) and the model attends (scorer != none); otherwise None.
+
+Attention entropy (any data, scorer != none): the mean over real target tokens of the entropy of
+the teacher-forced attention over the real source tokens, relative to uniform
+(`metrics.attention_entropy`: 1 = uniform, 0 = one position), so one can watch attention sharpen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+from attn_jax.data import batches
+from attn_jax.data.tokens import BOS, PAD
+from attn_jax.eval import metrics
+
+# (params [K...], src [B, L]) -> host arrays tokens [K, B, L'], attention [K, B, L', S],
+# lengths [K, B].
+Decoder = Callable[[Any, np.ndarray], dict[str, np.ndarray]]
+
+
+@dataclasses.dataclass
+class SplitOutput:
+    """Per replica: metrics and hypotheses (by example index)."""
+
+    metrics: list[dict[str, Any]]
+    hyps: list[list[str]]
+
+
+def decoder(eval_step, beam_step=None, length_penalty: float = 0.6) -> Decoder:
+    """The decoder, chosen once: greedy (`eval_step.greedy`), or the best hypothesis of beam search
+    (`beam_step`, steps.make_beam_step) with GNMT length penalty `length_penalty`."""
+    if beam_step is None:
+        return lambda params, src: jax.device_get(eval_step.greedy(params, src))
+    return lambda params, src: jax.device_get(beam_step(params, src, length_penalty))
+
+
+def word_index(vocab, text: str) -> np.ndarray | None:
+    """The whitespace word of each token of vocab.encode(text) ([N] int), or None when the tokens
+    do not split at the words (a token spanning two words, a word of no tokens)."""
+    words = [vocab.encode(word) for word in text.split()]
+    if not all(words) or [t for w in words for t in w] != list(vocab.encode(text)):
+        return None
+    return np.repeat(np.arange(len(words)), [len(w) for w in words])
+
+
+def _word_maps(data: batches.Data, sp, n: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """(source, target) token -> word maps of the first n examples; None if one does not map."""
+    maps = []
+    for i in range(n):
+        src = word_index(data.src_vocab, sp.src_text[i])
+        tgt = word_index(data.tgt_vocab, sp.tgt_text[i])
+        if src is None or tgt is None:
+            logging.warning("AER skipped on %s: example %d does not split into words at token "
+                            "boundaries (src %r, tgt %r).", sp.name, i, sp.src_text[i],
+                            sp.tgt_text[i])
+            return None
+        maps.append((src, tgt))
+    return maps
+
+
+def head_name(layer: int, head: int) -> str:
+    """'L1H2': layer 1, head 2 (both counted from 1), the key of the per-head metrics."""
+    return f"L{layer + 1}H{head + 1}"
+
+
+def _head_metrics(heads: dict[str, Any], k: int, tokens: int, sp, n: int,
+                  gold: bool) -> dict[str, Any]:
+    """Replica k's attention entropy and AER of every cross-attention layer and head, and the
+    head that aligns best."""
+    names = [(head_name(layer, head), layer, head) for layer, head in np.ndindex(*heads["shape"])]
+    out = {"attention_entropy_by_head": {name: heads["entropy"][k, layer, head] / max(tokens, 1)
+                                         for name, layer, head in names}}
+    if gold:
+        sure, possible = [set(s) for s in sp.sure[:n]], [set(p) for p in sp.possible[:n]]
+        by_head = {name: metrics.aer(list(heads["predicted"][k, layer, head]), sure, possible)
+                   for name, layer, head in names}
+        best = min(by_head, key=by_head.get)
+        out.update(aer_by_head=by_head, aer_best_head=by_head[best], best_head=best)
+    return out
+
+
+def run_split(data: batches.Data, split: str, eval_step, params, *, batch_size: int,
+              num_seeds: int, attends: bool, subset: int = 0, beam_step=None,
+              length_penalty: float = 0.6) -> SplitOutput:
+    """Evaluates every replica on `split` (its first `subset` examples if > 0). Translations come
+    from greedy decoding, or from beam search when `beam_step` (steps.make_beam_step) is given."""
+    sp = data[split]
+    n = len(sp) if not subset else min(subset, len(sp))
+    decode = decoder(eval_step, beam_step, length_penalty)
+    word_maps = _word_maps(data, sp, n) if attends and sp.sure is not None else None
+    nll = np.zeros(num_seeds)
+    entropy, entropy_tokens = np.zeros(num_seeds), 0
+    weight = 0.0
+    hyps = [[""] * n for _ in range(num_seeds)]
+    predicted = [[set() for _ in range(n)] for _ in range(num_seeds)]
+    heads = None  # Per-head families: (layers, heads), then every head's entropy and alignments.
+    for batch in batches.eval_batches(data, split, batch_size):
+        rows = [(r, i) for r, i in enumerate(batch["index"].tolist()) if 0 <= i < n]
+        if not rows:
+            continue
+        scored = jax.device_get(eval_step.score(params, batch))
+        out = decode(params, batch["src"])
+        live = np.array([r for r, _ in rows])
+        weight += float(scored["weight"][0, live].sum())
+        if attends:
+            tgt_mask = batch["tgt_out"][live] != PAD
+            src_len = (batch["src"][live] != PAD).sum(-1)
+            entropy += metrics.attention_entropy(scored["forced_attention"][:, live], src_len,
+                                                 tgt_mask)
+            entropy_tokens += int(tgt_mask.sum())
+            if "forced_heads" in scored:  # [K, B, L, H, T, S]
+                per_head = scored["forced_heads"]
+                if heads is None:
+                    shape = per_head.shape[2:4]
+                    heads = {"shape": shape, "entropy": np.zeros((num_seeds, *shape)),
+                             "predicted": np.empty((num_seeds, *shape, n), dtype=object)}
+                for layer, head in np.ndindex(*heads["shape"]):
+                    heads["entropy"][:, layer, head] += metrics.attention_entropy(
+                        per_head[:, live, layer, head], src_len, tgt_mask)
+                    if word_maps is not None:
+                        for k in range(num_seeds):
+                            for r, i in rows:
+                                heads["predicted"][k, layer, head, i] = metrics.word_alignment(
+                                    per_head[k, r, layer, head], *word_maps[i])
+        for k in range(num_seeds):
+            nll[k] += float(scored["nll"][k, live].sum())
+            for r, i in rows:
+                hyps[k][i] = data.tgt_vocab.decode(out["tokens"][k, r, :out["lengths"][k, r]])
+                if word_maps is not None:
+                    predicted[k][i] = metrics.word_alignment(
+                        scored["forced_attention"][k, r], *word_maps[i])
+    refs = sp.tgt_text[:n]
+    src_lengths = [len(s.split()) for s in sp.src_text[:n]]
+    results = []
+    for k in range(num_seeds):
+        loss = nll[k] / max(weight, 1.0)
+        bleu, signature = metrics.bleu(hyps[k], refs)
+        row = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "bleu": bleu,
+               "bleu_lowercase": metrics.bleu(hyps[k], refs, lowercase=True)[0],
+               "chrf": metrics.chrf(hyps[k], refs)[0],
+               "exact_match": metrics.exact_match(hyps[k], refs),
+               "bleu_by_length": metrics.bleu_by_length(hyps[k], refs, src_lengths),
+               "bleu_signature": signature, "num_sentences": n}
+        row["attention_entropy"] = entropy[k] / max(entropy_tokens, 1) if attends else None
+        row["aer"] = (metrics.aer(predicted[k], [set(s) for s in sp.sure[:n]],
+                                  [set(p) for p in sp.possible[:n]])
+                      if word_maps is not None else None)
+        if heads is not None:
+            row.update(_head_metrics(heads, k, entropy_tokens, sp, n, word_maps is not None))
+        results.append(row)
+    return SplitOutput(metrics=results, hyps=hyps)
+
+
+def source_batch(data: batches.Data, texts: Sequence[str], batch_size: int) -> np.ndarray:
+    """Raw source sentences as src [batch_size, L] in the smallest bucket that fits them."""
+    ids = [data.src_vocab.encode(t) for t in texts]
+    longest = max(len(x) for x in ids)
+    length = batches.smallest_bucket(longest, data.buckets)
+    if length is None:
+        raise ValueError(f"A sentence of {longest} tokens exceeds the largest bucket "
+                         f"{max(data.buckets)}; raise data.buckets.")
+    src = np.zeros((batch_size, length), np.int32)  # PAD
+    for r, x in enumerate(ids):
+        src[r, :len(x)] = x
+    return src
+
+
+def translate_texts(data, eval_step, params, texts: Sequence[str], batch_size: int,
+                    beam_step=None, length_penalty: float = 0.6):
+    """Translations of raw sentences, greedy or (with `beam_step`) beam search as in `run_split`:
+    per replica, a list of (hyp ids with EOS if emitted, attention [T, S]) per text."""
+    out = decoder(eval_step, beam_step, length_penalty)(
+        params, source_batch(data, texts, batch_size))
+    results = []
+    for k in range(out["tokens"].shape[0]):
+        per = []
+        for r in range(len(texts)):
+            length = int(out["lengths"][k, r])
+            per.append((out["tokens"][k, r, :length].tolist(), out["attention"][k, r, :length]))
+        results.append(per)
+    return results
+
+
+def forced_heads(data: batches.Data, eval_step, params, text: str, hyp: Sequence[int],
+                 batch_size: int) -> np.ndarray | None:
+    """Replica 0's cross-attention of every layer and head [L, H, T, S] on `text` while it
+    produces `hyp` (its own translation: ids, EOS included when emitted), teacher-forced, which
+    are the maps its decoder used; None for a model without heads."""
+    src = source_batch(data, [text], batch_size)  # [B, L]
+    length = max(src.shape[1], 8 * -(-len(hyp) // 8))
+    batch = {"src": np.pad(src, ((0, 0), (0, length - src.shape[1]))),
+             "tgt_in": np.zeros((batch_size, length), np.int32),  # PAD
+             "tgt_out": np.zeros((batch_size, length), np.int32)}
+    batch["tgt_in"][0, :len(hyp)] = [BOS, *hyp[:-1]]
+    batch["tgt_out"][0, :len(hyp)] = hyp
+    scored = jax.device_get(eval_step.score(params, batch))
+    if "forced_heads" not in scored:
+        return None
+    return np.asarray(scored["forced_heads"][0, 0, :, :, :len(hyp)])
