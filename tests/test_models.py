@@ -1,5 +1,5 @@
 """The encoder-decoder: the fused teacher-forced path equals step-by-step decoding (values and
-gradients) for every scorer, flow and cell; gradients reach the attention; the encoder equals
+gradients) for every scorer, both flows and both cells; gradients reach the attention; the encoder equals
 flax's bidirectional RNN; one compile per shape; configuration errors before compiling."""
 
 import dataclasses
@@ -13,6 +13,7 @@ import pytest
 
 from attn_jax.model import attention, rnn, rows
 from attn_jax.run import steps
+from tests.run_helpers import fast_jit
 
 FLOWS = [("bahdanau", True), ("luong", True), ("luong", False)]
 
@@ -48,10 +49,17 @@ def _targets(tgt_in):
     return jnp.asarray(tgt_in), jnp.asarray(out)
 
 
-@pytest.mark.parametrize("scorer, flow, feed, cell", [
-    (s, f, True, "gru") for s in attention.SCORER_NAMES for f in ("bahdanau", "luong")] + [
-    ("additive", "luong", False, "gru"), ("multihead", "luong", False, "lstm"),
-    ("additive", "bahdanau", True, "lstm"), ("dot", "luong", True, "lstm")])
+# Every scorer in one flow (alternating), the no-attention, position-based and multi-head ones in
+# both, and the other flow/feeding/cell combinations: the model's wiring around the loops. The
+# loops themselves, for both flows and cells, are checked directly in tests/test_recurrence.py.
+FUSED = [(s, ("bahdanau", "luong")[i % 2], True, "gru") for i, s in enumerate(attention.SCORER_NAMES)]
+FUSED += [(s, ("luong", "bahdanau")[attention.SCORER_NAMES.index(s) % 2], True, "gru")
+          for s in ("none", "location", "multihead")]
+FUSED += [("additive", "luong", False, "gru"), ("multihead", "luong", False, "lstm"),
+          ("additive", "bahdanau", True, "lstm"), ("dot", "luong", True, "lstm")]
+
+
+@pytest.mark.parametrize("scorer, flow, feed, cell", FUSED)
 def test_fused_loss_and_gradients_equal_step_by_step_autodiff(scorer, flow, feed, cell,
                                                               monkeypatch):
     monkeypatch.setattr(rows, "CHUNK", 4)  # several chunks in every row loop
@@ -65,11 +73,11 @@ def test_fused_loss_and_gradients_equal_step_by_step_autodiff(scorer, flow, feed
                                          extent=extent, method="loss")
         return loss
 
-    want, g_want = jax.jit(jax.value_and_grad(
+    want, g_want = fast_jit(jax.value_and_grad(
         lambda p: rnn.step_by_step_loss(model, p, src, tgt_in, tgt_out, smoothing=0.1)))(params)
     batch = {"src": src[None], "tgt_in": tgt_in[None], "tgt_out": tgt_out[None]}
 
-    @jax.jit
+    @fast_jit
     def both(p):  # Without and with the loop bounds of a training step, in one compile.
         return [jax.value_and_grad(fused)(p, extent) for extent in (None, steps.extent(batch))]
 
@@ -147,7 +155,7 @@ def test_teacher_forcing_equals_step_by_step_and_gradients_reach_attention(score
         logits, aux = model.apply({"params": p}, src, tgt)
         return jnp.mean(jax.nn.log_softmax(logits)[..., 5]), (logits, aux)
 
-    (_, (logits, aux)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    (_, (logits, aux)), grads = fast_jit(jax.value_and_grad(loss, has_aux=True))(params)
     assert logits.shape == (3, 5, 19) and aux["attention"].shape == (3, 5, 7)
 
     # The same cell, one decode_step at a time (eager), fed the same tokens.

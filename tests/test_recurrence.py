@@ -13,6 +13,7 @@ import pytest
 
 from attn_jax.model import attention, recurrence
 from attn_jax.model import rows as rows_lib
+from tests.run_helpers import FAST_COMPILE
 
 B, S, T, H = 3, 5, 4, 4  # batch, source, target, hidden
 A, DV, OUT = 3, 2, 3  # additive attention size, value size, Luong attentional size
@@ -20,8 +21,6 @@ GATES = {"gru": 3, "lstm": 4}
 SOURCE_LENGTHS = np.array([5, 2, 0])  # full, ragged, fully padded (a filler row)
 TARGET_LENGTHS = np.array([3, 2, 1])  # bounded cases: the loops run max = 3 of T = 4 steps
 TOL = dict(rtol=1e-5, atol=1e-5)
-# The same arithmetic, compiled in under half the time (XLA:CPU; options unknown elsewhere).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 # ------------------------------------------------------------------- the equations, plain JAX
@@ -136,7 +135,7 @@ def _compare(fused, reference, args, out_mask, steps=None, no_grad=()):
         return got, want, vjp_got(cts), vjp_want(cts)
 
     lowered = jax.jit(run).lower(args, cts, steps)  # One program per case.
-    program = lowered.compile(FAST_COMPILE if jax.default_backend() == "cpu" else None)
+    program = lowered.compile(FAST_COMPILE)
     got, want, g_got, g_want = program(args, cts, steps)
     n = T if steps is None else int(steps)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
