@@ -974,37 +974,25 @@ def render_long_inputs(root: Path) -> str:
     return "\n".join(lines + ["", _source_line(*present)])
 
 
-def _first(d: dict[str, Any], *keys: str) -> Any:
-    return next((d[k] for k in keys if d.get(k) is not None), None)
-
-
 def render_side_by_side(root: Path) -> str:
-    """The equal-model ratio first: rounds whose PyTorch reference ran with `--head deep`."""
+    """The equal-model ratio first: rounds whose PyTorch reference ran with `--head deep`, from the
+    summary.json that experiments/benchmark/side_by_side.sh writes."""
     path = root / SIDE_BY_SIDE
     if not path.exists():
         return _not_committed(SIDE_BY_SIDE)
     s = _read_json(path)
-    rounds = s.get("rounds") or []
-    rows = []
-    for i, r in enumerate(rounds, 1):
-        torch = _first(r, "torch_tokens_per_s", "torch_tgt_tokens_per_s", "torch")
-        jax = _first(r, "jax_tokens_per_s", "attn_jax_tokens_per_s", "jax", "attn_jax")
-        torch = _first(torch, "tgt_tokens_per_s") if isinstance(torch, dict) else torch
-        jax = _first(jax, "tokens_per_sec") if isinstance(jax, dict) else jax
-        ratio = r.get("ratio") or (jax / torch if torch and jax else None)
-        head = _first(r, "head", "torch_head") or s.get("head") or "direct"
-        rows.append((head, str(r.get("round", i)), f"{torch:,.0f}", f"{jax:,.0f}",
-                     "—" if ratio is None else f"**{ratio:.2f}×**"))
-    rows.sort(key=lambda row: row[0] != "deep")  # the equal-model reference first
+    rows = sorted(s["rows"], key=lambda r: (r["torch_head"] != "deep", r["round"]))
     lines = _md(["PyTorch reference (`torch_ref.py --head`)", "round", "PyTorch real target tokens/s",
-                 "attn_jax real target tokens/s", "ratio"],
-                [(f"`{h}`" + (" (the same model)" if h == "deep" else ""), *rest) for h, *rest in rows])
-    machine = s.get("machine") or {}
-    if machine:
-        text = _machine(machine) if isinstance(machine, dict) else str(machine)
-        lines = [f"Measured on: {text}.", ""] + lines
-    if s.get("date"):
-        lines = [f"Date: {s['date']}."] + lines
+                 "attn_jax real target tokens/s", "ratio",
+                 "attn_jax % of f32 matmul peak (real tokens)", "load (1 min) start / end"],
+                [(f"`{r['torch_head']}`" + (" (the same model)" if r["torch_head"] == "deep" else ""),
+                  str(r["round"]), f"{r['torch_tgt_tokens_per_s']:,.0f}",
+                  f"{r['attn_jax_tgt_tokens_per_s']:,.0f}", f"**{r['ratio']:.2f}×**",
+                  f"{100 * r['attn_jax_fraction_of_peak']:.0f}%",
+                  f"{r['load_average_start'][0]:.1f} / {r['load_average_end'][0]:.1f}")
+                 for r in rows])
+    lines = [f"Measured on: {_machine(s['machine'])}; PyTorch {s['torch']} with "
+             f"{s['reference_threads']} threads.", ""] + lines
     return "\n".join(lines + ["", _source_line(SIDE_BY_SIDE)])
 
 

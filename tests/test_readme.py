@@ -133,21 +133,28 @@ def test_default_run_blocks_render_from_results_json(tmp_path):
 
 
 def test_side_by_side_leads_with_the_equal_model_ratio(tmp_path):
+    """The summary.json side_by_side.sh writes: rows of every round and reference head, the
+    equal-model (`deep`) rows first whatever their order in the file."""
     assert "Not measured" in report.render_side_by_side(tmp_path)
     path = tmp_path / report.SIDE_BY_SIDE
     path.parent.mkdir(parents=True)
     machine = {"cpu_model": "AMD EPYC", "cpu_flags": {"avx2": True, "avx512f": True, "fma": False},
                "jax": "0.10.2", "load_average": [1.0, 1.5, 2.0]}
-    rounds = [{"round": 1, "head": "direct", "torch_tokens_per_s": 748.0, "jax_tokens_per_s": 2769.0},
-              {"round": 1, "head": "deep", "torch_tokens_per_s": 1507.0, "jax_tokens_per_s": 2641.0,
-               "ratio": 1.7525}]
-    summary = {"machine": machine, "rounds": rounds}
+
+    def row(head, torch, jax, ratio):
+        return {"round": 1, "torch_head": head, "torch_tgt_tokens_per_s": torch,
+                "attn_jax_tgt_tokens_per_s": jax, "ratio": ratio, "attn_jax_fraction_of_peak": 0.35,
+                "load_average_start": [1.0, 1.0, 1.0], "load_average_end": [2.0, 1.0, 1.0]}
+
+    summary = {"machine": machine, "torch": "2.13.0+cpu", "reference_threads": 2,
+               "rows": [row("direct", 748.0, 2769.0, 3.7018), row("deep", 1507.0, 2641.0, 1.7525)]}
     path.write_text(json.dumps(summary))
     text = report.render_side_by_side(tmp_path)
     assert text.startswith("Measured on: AMD EPYC; flags avx2, avx512f; jax 0.10.2")
+    assert "PyTorch 2.13.0+cpu with 2 threads." in text.splitlines()[0]
     rows = [line for line in text.splitlines() if line.startswith("| `")]
-    assert rows[0] == "| `deep` (the same model) | 1 | 1,507 | 2,641 | **1.75×** |"
-    assert rows[1] == "| `direct` | 1 | 748 | 2,769 | **3.70×** |"
+    assert rows[0] == "| `deep` (the same model) | 1 | 1,507 | 2,641 | **1.75×** | 35% | 1.0 / 2.0 |"
+    assert rows[1] == "| `direct` | 1 | 748 | 2,769 | **3.70×** | 35% | 1.0 / 2.0 |"
 
 
 def test_test_suite_block_reads_the_pytest_log(tmp_path):
