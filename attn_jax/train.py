@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import logging as std_logging
 import math
 import os
 import sys
@@ -36,7 +35,7 @@ from ml_collections import config_flags
 from attn_jax.data import batches, sources
 from attn_jax.eval import evaluate, plots
 from attn_jax.model import arch, attention
-from attn_jax.run import checkpoint, runtime, sharding, steps, tracking
+from attn_jax.run import checkpoint, cli, runtime, sharding, steps, tracking
 from attn_jax.run import config as config_lib
 from attn_jax.run import workdir as workdir_lib
 
@@ -403,14 +402,6 @@ def _define_flags() -> None:
     flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
 
 
-def quiet_logs() -> None:
-    """Keeps a run's log to what matters: orbax below WARNING, and JAX's INFO line about a TPU
-    backend that is not there (on CPU and GPU hosts) are dropped; everything else stays."""
-    checkpoint.quiet_orbax_logs()
-    std_logging.getLogger("jax._src.xla_bridge").addFilter(
-        lambda r: not r.getMessage().startswith("Unable to initialize backend 'tpu'"))
-
-
 def _main(argv):
     del argv
     if flags.FLAGS.workdir is None or flags.FLAGS.config is None:
@@ -428,7 +419,7 @@ def _main(argv):
 def main():
     runtime.keep_freed_memory()
     runtime.use_compilation_cache()
-    quiet_logs()  # Before JAX looks for its backends.
+    cli.quiet_logs()  # Before JAX looks for its backends.
     _define_flags()
     try:
         config_lib.check_overrides(sys.argv[1:])  # Rewords unknown keys before absl sees them.

@@ -168,13 +168,14 @@ def test_scorers_without_alignments_or_with_a_length_limit_are_refused():
 # --------------------------------------------- the embedded grammar vs training-time AER
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """The tiny config's data (TFDS-prepared embedded grammar) and a run of it with random
-    parameters (peaked attention, no training): (workdir, config, data, params)."""
+def _random_run(tmp_path_factory, spec: str, **model_fields):
+    """The config `spec`'s data (TFDS-prepared embedded grammar) and a run of it with random
+    parameters (peaked attention, no training), checkpointed at step 3:
+    (workdir, config, data, model, params)."""
     workdir = str(tmp_path_factory.mktemp("run"))
-    config = load_config_file(os.path.join(REPO, "configs/default.py:tiny"))
+    config = load_config_file(os.path.join(REPO, spec))
     config.data.tfds_dir = str(tmp_path_factory.mktemp("tfds"))
+    config.model.update(model_fields)
     data = batches.load(config.data, workdir)
     model, state = random_run_state(workdir, config, data.src_vocab.size, data.tgt_vocab.size,
                                     scale=0.5)
@@ -182,6 +183,11 @@ def run(tmp_path_factory):
     ckpts.save(3, state)
     ckpts.close()
     return workdir, config, data, model, state.params
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return _random_run(tmp_path_factory, "configs/default.py:tiny")
 
 
 def _links(line: str) -> set[tuple[int, int]]:
@@ -282,18 +288,10 @@ def test_every_transformer_head_aligns_as_at_training_time(tmp_path_factory):
     """A Transformer run (random parameters, 2 layers x 2 heads): `align` on the exported test
     split gives, for the mean map and for every layer and head, exactly the AER that evaluation
     computes for the same parameters; the table names every head."""
-    workdir = str(tmp_path_factory.mktemp("transformer"))
-    config = load_config_file(os.path.join(REPO, "configs/transformer.py:tiny"))
-    config.data.tfds_dir = str(tmp_path_factory.mktemp("tfds"))
-    config.model.num_heads = 2
-    data = batches.load(config.data, workdir)
-    model, state = random_run_state(workdir, config, data.src_vocab.size, data.tgt_vocab.size,
-                                    scale=0.5)
-    ckpts = checkpoint.Checkpoints(workdir, 2)
-    ckpts.save(3, state)
-    ckpts.close()
+    workdir, config, data, model, params = _random_run(
+        tmp_path_factory, "configs/transformer.py:tiny", num_heads=2)
     expected = evaluate.run_split(
-        data, "test", steps.make_eval_step(model, config.eval.max_decode_extra), state.params,
+        data, "test", steps.make_eval_step(model, config.eval.max_decode_extra), params,
         batch_size=config.eval.batch_size, num_seeds=1, attends=True).metrics[0]
     assert set(expected["aer_by_head"]) == {"L1H1", "L1H2", "L2H1", "L2H2"}
     assert len(set(expected["aer_by_head"].values())) > 1  # The heads differ.

@@ -15,7 +15,7 @@ import pytest
 from absl import logging as absl_logging
 
 from attn_jax import train
-from attn_jax.run import checkpoint, sharding, steps, tracking
+from attn_jax.run import checkpoint, cli, sharding, steps, tracking
 from attn_jax.run import workdir as workdir_lib
 from tests.test_train import REPO, tiny_config
 
@@ -191,7 +191,7 @@ def _record(pathname: str, level: int, message: str, name: str = "absl") -> logg
 
 
 def test_log_filters_drop_noise_and_keep_warnings():
-    train.quiet_logs()
+    cli.quiet_logs()
     handler = absl_logging.get_absl_handler()
     orbax_file = "/site-packages/orbax/checkpoint/checkpoint_manager.py"
     assert not handler.filter(_record(orbax_file, logging.INFO, "Saving checkpoint"))
