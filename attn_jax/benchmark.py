@@ -77,8 +77,8 @@ MODES = ("workload", "pipeline", "synthetic", "decode", "long")
 flags.DEFINE_enum("mode", "synthetic", MODES, "What to time (module docstring).")
 flags.DEFINE_string("workload", "", "workload mode: the folder prep_data.py wrote.")
 flags.DEFINE_integer("pad_multiple", 8, "workload mode: pad each batch to a multiple of this.")
-flags.DEFINE_string("config", os.path.join(os.path.dirname(config_lib.DEFAULT_CONFIG), "multi30k.py"),
-                    "pipeline mode: the config whose data pipeline is timed.")
+flags.DEFINE_string("config", "configs/multi30k.py", "pipeline mode: the config whose data "
+                    "pipeline is timed (a relative path: from here, else from the repository).")
 flags.DEFINE_bool("config_model", False, "pipeline mode: train the config's own model instead "
                   "of the model the size flags describe (Model A by default).")
 flags.DEFINE_string("workdir", "", "decode mode: a finished run directory.")
@@ -334,7 +334,10 @@ def run_workload(options: dict[str, Any], peak: float) -> dict[str, Any]:
 
 def run_pipeline(options: dict[str, Any], peak: float) -> dict[str, Any]:
     from attn_jax.data import batches as data_lib
-    config = config_lib.load_config_file(options["config"])
+    path = options["config"]
+    if not os.path.isabs(path) and not os.path.exists(path.split(":")[0]):
+        path = os.path.join(config_lib.REPO, path)
+    config = config_lib.load_config_file(path)
     with tempfile.TemporaryDirectory() as workdir:
         data = data_lib.load(config.data, workdir)
     if options["config_model"]:
