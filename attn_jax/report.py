@@ -768,11 +768,16 @@ def _parse_mean_std(cell: str) -> tuple[float, float | None]:
     return float(mean), (float(std) if std.strip() else None)
 
 
-def render_sweep_h128(root: Path) -> str:
+def _converged_tables(root: Path):
+    """The converged grid's committed tables.md (None when it is not committed)."""
     path = root / SWEEP_CONVERGED
-    if not path.exists():
+    return read_sweep_tables(path) if path.exists() else None
+
+
+def render_sweep_h128(root: Path) -> str:
+    t = _converged_tables(root)
+    if t is None:
         return _not_committed(SWEEP_CONVERGED)
-    t = read_sweep_tables(path)
     rows = [r for (_, h), r in t.rows.items() if h == 128]
     length_rows = [r for (_, h), r in t.length_rows.items() if h == 128]
     right = "|---|---|---|" + "---:|" * (len(t.header) - 3)
@@ -783,10 +788,9 @@ def render_sweep_h128(root: Path) -> str:
 
 def render_sweep_summary(root: Path) -> str:
     """The README's summary: hidden 128, test BLEU, AER and the shortest and longest buckets."""
-    path = root / SWEEP_CONVERGED
-    if not path.exists():
+    t = _converged_tables(root)
+    if t is None:
         return _not_committed(SWEEP_CONVERGED)
-    t = read_sweep_tables(path)
     col = {h: i for i, h in enumerate(t.header)}
     lcol = {h: i for i, h in enumerate(t.length_header)}
     first, last = f"{LENGTH_BUCKETS[0]} words", f"{LENGTH_BUCKETS[-1]} words"
@@ -804,10 +808,9 @@ def render_sweep_summary(root: Path) -> str:
 
 def render_bottleneck(root: Path) -> str:
     """Test BLEU by source length with and without attention, at hidden 128 and 256."""
-    path = root / SWEEP_CONVERGED
-    if not path.exists():
+    t = _converged_tables(root)
+    if t is None:
         return _not_committed(SWEEP_CONVERGED)
-    t = read_sweep_tables(path)
     col = {h: i for i, h in enumerate(t.header)}
     rows = []
     for hidden in (128, 256):
@@ -835,10 +838,9 @@ def _seeds_csv(path: Path) -> dict[tuple[str, int], list[dict[str, str]]]:
 def render_sweep_sizes(root: Path) -> str:
     """Test BLEU per scorer and hidden size. Cells that tables.md holds for one seed (0) and
     seeds.csv for more are pooled: seed 0's value as tables.md rounds it, the others' in full."""
-    path = root / SWEEP_CONVERGED
-    if not path.exists():
+    t = _converged_tables(root)
+    if t is None:
         return _not_committed(SWEEP_CONVERGED)
-    t = read_sweep_tables(path)
     extra = _seeds_csv(root / SWEEP_H256_SEEDS)
     col = {h: i for i, h in enumerate(t.header)}
     lcol = {h: i for i, h in enumerate(t.length_header)}
