@@ -26,6 +26,25 @@ into `--out_dir` (default SWEEP_DIR/plots), each figure as PNG and PDF:
                       and kept with the tables since run folders are usually not committed
 
 Figures 2 to 6 use one hidden size: `--hidden_size`, default the largest present.
+
+A sweep that holds a model family other than the RNN (results.json "arch", else config.json's
+model.arch; configs/sweeps/arch_scorer.py: the RNN and the Transformer x the cross-attention
+scorers) is an arch grid: every table row and figure series is an (arch, scorer) pair, at one
+hidden size (`--hidden_size`, default the largest; trials at other sizes are listed as left
+out), and the report is instead
+
+  bleu_by_arch_scorer test BLEU per scorer, one marker per arch side by side (± std error bars
+                      over seeds, each seed a dot)
+  aer_by_arch_scorer  the same for test AER: the RNN's attention, the Transformer's
+                      cross-attention averaged over layers and heads, and (hollow) each seed's
+                      best single head (results.json aer_best_head)
+  bleu_by_length      test BLEU per source-length bucket, one panel per arch, a line per scorer
+  aer_by_head         test AER of every cross-attention layer x head (mean over seeds), a panel
+                      per (arch, scorer) that reports it (aer_by_head), the best head boxed
+  tables.md/.tex      arch x scorer: BLEU, exact match, AER, best-head AER and the best head of
+                      each seed, steps (best; 'cap': trained to the step cap, no plateau) and
+                      minutes; BLEU by source length; AER of every cross-attention head
+  seeds.csv           as above, with arch, best_head, aer_best_head and aer_<head> columns
 Statistics are over seeds (results.json "seeds", pooled over trials sharing scorer and hidden
 size); std is the sample standard deviation (ddof=1), shown only when there are >= 2 seeds.
 Every scorer keeps one colour in every figure (`SCORER_COLORS`); heatmaps are drawn as
@@ -54,6 +73,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib.patches
 import numpy as np
 from absl import logging
 from matplotlib.figure import Figure
@@ -61,6 +81,7 @@ from matplotlib.figure import Figure
 from attn_jax.data.lengths import LENGTH_BUCKETS
 from attn_jax.data.synthetic import RUNNING_EXAMPLE
 from attn_jax.eval import plots
+from attn_jax.model import arch as arch_lib
 from attn_jax.model import attention
 
 # One fixed colour per scorer, used by every figure (tab10 colours; `none` is the grey baseline).
@@ -75,6 +96,11 @@ SCORER_COLORS: dict[str, str] = {
     "multihead": "#8c564b",
 }
 _EXTRA_COLORS = ("#bcbd22", "#17becf", "#000000")  # for scorers not listed above
+# The model family of a run whose results.json and config.json name none: runs from before
+# model.arch were RNNs (attn_jax.run.config.ABSENT_MEANS_DEFAULT).
+DEFAULT_ARCH = "rnn"
+# One fixed colour per model family, in the figures that set the families side by side.
+ARCH_COLORS: dict[str, str] = {"rnn": "#4c72b0", "transformer": "#dd8452"}
 _SKIP_DIRS = {"checkpoints", "attention", "wandb", "plots", "__pycache__"}
 
 
@@ -110,6 +136,13 @@ class Trial:
     metrics: list[dict[str, Any]]  # metrics.jsonl rows
     path: Path
     config: dict[str, Any] = dataclasses.field(default_factory=dict)  # config.json ({} if absent)
+
+    @property
+    def arch(self) -> str:
+        """The model family (results.json "arch", else config.json's model.arch; runs from
+        before the field were RNNs)."""
+        return str(self.results.get("arch") or self.config.get("model", {}).get("arch")
+                   or DEFAULT_ARCH)
 
     def seed_entries(self) -> list[dict[str, Any]]:
         """results.json "seeds" entries; a results.json without them counts as one seed."""
@@ -516,6 +549,24 @@ def _latex_escape(text: str) -> str:
     return text.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
 
 
+def _md_table(header: Sequence[str], body: Iterable[Sequence[str]], labels: int = 3) -> list[str]:
+    """A Markdown table whose first `labels` columns are left-aligned, the rest right-aligned."""
+    rule = "|" + "|".join(["---"] * labels + ["---:"] * (len(header) - labels)) + "|"
+    return ["| " + " | ".join(header) + " |", rule] + ["| " + " | ".join(c) + " |" for c in body]
+
+
+def _tex_table(header: Sequence[str], body: Iterable[Sequence[str]], caption: str,
+               label: str) -> list[str]:
+    """A booktabs LaTeX table (cells already escaped; header and caption escaped here)."""
+    caption = _latex_escape(caption).replace("±", r"$\pm$").replace("—", "--")
+    return ([r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+             r"\toprule", " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
+            + [" & ".join(c) + r" \\" for c in body]
+            + [r"\bottomrule", r"\end{tabular}",
+               rf"\caption{{{caption}}}",
+               rf"\label{{{label}}}", r"\end{table}"])
+
+
 def write_tables(trials: Sequence[Trial], out_dir: Path, skipped: Sequence[Path] = (),
                  split: str = "test") -> list[Path]:
     """Writes tables.md and tables.tex (needs \\usepackage{booktabs}): scorer x hidden size,
@@ -541,30 +592,17 @@ def write_tables(trials: Sequence[Trial], out_dir: Path, skipped: Sequence[Path]
         by_length = head + [format_mean_std(*r["bleu_by_length"][b], 1, pm, missing) for b in LENGTH_BUCKETS]
         return main, by_length
 
-    def md_table(header: list[str], body: list[list[str]]) -> list[str]:
-        rule = "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"  # 3 label columns
-        return ["| " + " | ".join(header) + " |", rule] + ["| " + " | ".join(c) + " |" for c in body]
-
     md_cells = [cells(r, "±", "—") for r in rows]
-    md = md_table(headers, [m for m, _ in md_cells]) + ["", note, ""]
-    md += md_table(length_headers, [b for _, b in md_cells]) + ["", length_note]
+    md = _md_table(headers, [m for m, _ in md_cells]) + ["", note, ""]
+    md += _md_table(length_headers, [b for _, b in md_cells]) + ["", length_note]
     if skipped:
         md += ["", "Skipped unfinished trials (no results.json): " + ", ".join(f"`{p}`" for p in skipped)]
     md_path = out_dir / "tables.md"
     md_path.write_text("\n".join(md) + "\n")
 
-    def tex_table(header: list[str], body: list[list[str]], caption: str, label: str) -> list[str]:
-        caption = _latex_escape(caption).replace("±", r"$\pm$").replace("—", "--")
-        return ([r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
-                 r"\toprule", " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
-                + [" & ".join(c) + r" \\" for c in body]
-                + [r"\bottomrule", r"\end{tabular}",
-                   rf"\caption{{{caption}}}",
-                   rf"\label{{{label}}}", r"\end{table}"])
-
     tex_cells = [cells(r, r"$\pm$", "--", _latex_escape) for r in rows]
-    tex = tex_table(headers, [m for m, _ in tex_cells], note, "tab:sweep") + [""]
-    tex += tex_table(length_headers, [b for _, b in tex_cells], length_note, "tab:sweep_length")
+    tex = _tex_table(headers, [m for m, _ in tex_cells], note, "tab:sweep") + [""]
+    tex += _tex_table(length_headers, [b for _, b in tex_cells], length_note, "tab:sweep_length")
     tex_path = out_dir / "tables.tex"
     tex_path.write_text("\n".join(tex) + "\n")
     return [md_path, tex_path]
@@ -597,6 +635,341 @@ def write_seeds_csv(trials: Sequence[Trial], out_dir: Path, split: str = "test")
                               + [t.results.get(k) for k in ("num_steps", "evaluated_step", "wall_seconds")])
                     writer.writerow(["" if v is None else v for v in values])
     return [path]
+
+
+# ---------------------------------------------------------------------------------------------
+# The arch x scorer grid (configs/sweeps/arch_scorer.py): the model families side by side
+# ---------------------------------------------------------------------------------------------
+
+_HEAD_NAME = re.compile(r"^L(\d+)H(\d+)$")  # attn_jax.eval.evaluate.head_name: 'L2H3', from 1.
+
+
+def arch_color(arch: str) -> str:
+    """The fixed colour of a model family (a stable fallback for unknown ones)."""
+    if arch in ARCH_COLORS:
+        return ARCH_COLORS[arch]
+    return _EXTRA_COLORS[zlib.crc32(arch.encode()) % len(_EXTRA_COLORS)]
+
+
+def _arch_rank(arch: str) -> tuple[int, str]:
+    order = list(arch_lib.ARCHS)
+    return (order.index(arch) if arch in order else len(order), arch)
+
+
+def is_arch_grid(trials: Iterable[Trial]) -> bool:
+    """True when a model family other than the RNN is in the sweep: its report then groups and
+    labels every table and figure by arch (`make_arch_report`)."""
+    return any(t.arch != DEFAULT_ARCH for t in trials)
+
+
+def group_by_arch(trials: Iterable[Trial]) -> dict[tuple[str, str], list[Trial]]:
+    """{(arch, scorer): trials}, in family order (attn_jax.model.arch.ARCHS), then scorer order."""
+    groups: dict[tuple[str, str], list[Trial]] = defaultdict(list)
+    for t in trials:
+        groups[(t.arch, t.scorer)].append(t)
+    return dict(sorted(groups.items(), key=lambda kv: (_arch_rank(kv[0][0]), _scorer_rank(kv[0][1]))))
+
+
+def _head_key(name: str) -> tuple[int, int, str]:
+    m = _HEAD_NAME.match(name)
+    return (int(m[1]), int(m[2]), name) if m else (math.inf, math.inf, name)
+
+
+def head_names(trials: Iterable[Trial], split: str = "test") -> list[str]:
+    """Every cross-attention head with a per-head AER ('L1H1', ...) in any seed, layer by layer."""
+    names = {h for t in trials for e in t.seed_entries()
+             for h in (_dig(e, (split, "aer_by_head")) or {})}
+    return sorted(names, key=_head_key)
+
+
+def _seed_entries(group: Sequence[Trial]) -> list[dict[str, Any]]:
+    """The group's seed entries, trials in order of their first seed."""
+    return [e for t in sorted(group, key=_first_seed) for e in t.seed_entries()]
+
+
+def _arch_steps_cell(group: Sequence[Trial]) -> str:
+    """`_steps_cell`, with 'cap' on a trial that trained to its step cap (results.json
+    max_steps) instead of stopping on a valid-BLEU plateau: "3800 (3200), 4688 (4600, cap)"."""
+    cells = []
+    for t in sorted(group, key=_first_seed):
+        steps, best = t.results.get("num_steps"), t.results.get("evaluated_step")
+        capped = steps is not None and steps == t.results.get("max_steps")
+        inner = ", ".join(([] if best is None else [str(best)]) + (["cap"] if capped else []))
+        cells.append("—" if steps is None else f"{steps}" + (f" ({inner})" if inner else ""))
+    return ", ".join(cells)
+
+
+def arch_rows(trials: Sequence[Trial], split: str = "test") -> list[dict[str, Any]]:
+    """One row per (arch, scorer): {"arch", "scorer", "seeds", "bleu", "exact_match" (in %),
+    "aer", "aer_best_head": (mean, std, n), "best_head": [each seed's best head], "aer_by_head":
+    {head: (mean, std, n)}, "bleu_by_length": {bucket: (mean, std, n)}, "steps": str,
+    "minutes": (mean, std, n)}. AER is the one the run reports for its attention: the RNN's
+    attention, the Transformer's cross-attention averaged over every layer and head; the
+    best-head AER is each seed's best single head (Transformer only)."""
+    heads = head_names(trials, split)
+    rows = []
+    for (arch, scorer), group in group_by_arch(trials).items():
+        entries = _seed_entries(group)
+        exact = [_dig(e, (split, "exact_match")) for e in entries]
+        rows.append({
+            "arch": arch, "scorer": scorer, "seeds": len(entries),
+            "bleu": mean_std(seed_values(group, split, "bleu")),
+            "exact_match": mean_std(None if v is None else 100.0 * v for v in exact),
+            "aer": mean_std(seed_values(group, split, "aer")),
+            "aer_best_head": mean_std(seed_values(group, split, "aer_best_head")),
+            "best_head": [h for e in entries for h in [_dig(e, (split, "best_head"))] if h],
+            "aer_by_head": {h: mean_std(seed_values(group, split, "aer_by_head", h)) for h in heads},
+            "bleu_by_length": {b: mean_std(seed_values(group, split, "bleu_by_length", b))
+                               for b in LENGTH_BUCKETS},
+            "steps": _arch_steps_cell(group),
+            "minutes": mean_std(t.results["wall_seconds"] / 60 for t in group
+                                if t.results.get("wall_seconds") is not None),
+        })
+    return rows
+
+
+def write_arch_tables(trials: Sequence[Trial], out_dir: Path, hidden_size: int,
+                      skipped: Sequence[Path] = (), left_out: Sequence[Path] = (),
+                      split: str = "test") -> list[Path]:
+    """Writes tables.md and tables.tex for an arch grid: arch x scorer with BLEU, exact match,
+    AER (the Transformer's head-averaged, its best head's and which head), steps and minutes;
+    BLEU by source length; and, for families with per-head attention, the AER of every
+    cross-attention layer and head. Every cell is mean ± std over seeds."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = arch_rows(trials, split)
+    heads = head_names(trials, split)
+    label = ["arch", "scorer", "seeds"]
+    headers = label + ["BLEU", "exact match %", "AER", "best-head AER", "best head",
+                       "steps (best)", "minutes"]
+    note = (f"{split.capitalize()} split, hidden size {hidden_size} (the Transformer's d_model); "
+            f"mean ± std over seeds (sample std, ddof=1; a single seed shows the value only). "
+            f"AER: of the RNN's attention, and of the Transformer's cross-attention averaged over "
+            f"every layer and head; best-head AER: the mean over seeds of each seed's best single "
+            f"head, and best head: that head per seed in seed order (L2H3: layer 2, head 3; "
+            f"Transformer only). — marks no value. Steps: steps each trial trained, with the step "
+            f"of the checkpoint its metrics come from in parentheses and 'cap' where it trained to "
+            f"its step cap rather than stopping on a valid-BLEU plateau; minutes: wall time per "
+            f"trial (all its vmapped seeds).")
+    length_note = f"{split.capitalize()} BLEU by source length in words; mean ± std over seeds."
+    head_rows = [r for r in rows if any(n for _, _, n in r["aer_by_head"].values())]
+    head_note = (f"{split.capitalize()} AER of every cross-attention head (LxHy: layer x, head y, "
+                 f"counted from 1), of the families that report it; mean ± std over seeds.")
+
+    def tables(pm: str, missing: str, text=lambda x: x) -> list[tuple[list[str], list[list[str]], str]]:
+        def cell(stat, digits):
+            return format_mean_std(*stat, digits, pm, missing)
+
+        def head(r):
+            return [text(r["arch"]), text(r["scorer"]), str(r["seeds"])]
+
+        main = [head(r) + [cell(r["bleu"], 2), cell(r["exact_match"], 1), cell(r["aer"], 3),
+                           cell(r["aer_best_head"], 3), ", ".join(r["best_head"]) or missing,
+                           text(r["steps"]).replace("—", missing), cell(r["minutes"], 1)]
+                for r in rows]
+        by_length = [head(r) + [cell(r["bleu_by_length"][b], 1) for b in LENGTH_BUCKETS]
+                     for r in rows]
+        out = [(headers, main, note),
+               (label + [f"{b} words" for b in LENGTH_BUCKETS], by_length, length_note)]
+        if head_rows:
+            out.append((label + heads, [head(r) + [cell(r["aer_by_head"][h], 3) for h in heads]
+                                        for r in head_rows], head_note))
+        return out
+
+    md: list[str] = []
+    for header, body, caption in tables("±", "—"):
+        md += _md_table(header, body) + ["", caption, ""]
+    if left_out:
+        md += ["Left out (another hidden size; pick it with --hidden_size): "
+               + ", ".join(f"`{p}`" for p in left_out), ""]
+    if skipped:
+        md += ["Skipped unfinished trials (no results.json): " + ", ".join(f"`{p}`" for p in skipped), ""]
+    md_path = out_dir / "tables.md"
+    md_path.write_text("\n".join(md[:-1]) + "\n")
+    tex: list[str] = []
+    for (header, body, caption), name in zip(tables(r"$\pm$", "--", _latex_escape),
+                                             ("tab:arch", "tab:arch_length", "tab:arch_heads")):
+        tex += _tex_table(header, body, caption, name) + [""]
+    tex_path = out_dir / "tables.tex"
+    tex_path.write_text("\n".join(tex[:-1]) + "\n")
+    return [md_path, tex_path]
+
+
+def write_arch_seeds_csv(trials: Sequence[Trial], out_dir: Path, split: str = "test") -> list[Path]:
+    """Writes seeds.csv for an arch grid: one row per seed (table order): arch, scorer,
+    hidden_size, seed, trial (folder name), the split's bleu, exact_match, aer, aer_best_head,
+    best_head, perplexity, bleu_<bucket>, aer_<head> per cross-attention head, valid_bleu, then
+    the trial's num_steps, max_steps, evaluated_step and wall_seconds. Missing values are empty."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metric_keys = ("bleu", "exact_match", "aer", "aer_best_head", "best_head", "perplexity")
+    trial_keys = ("num_steps", "max_steps", "evaluated_step", "wall_seconds")
+    heads = head_names(trials, split)
+    header = (["arch", "scorer", "hidden_size", "seed", "trial"] + list(metric_keys)
+              + [f"bleu_{b}" for b in LENGTH_BUCKETS] + [f"aer_{h}" for h in heads]
+              + ["valid_bleu", *trial_keys])
+    path = out_dir / "seeds.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for group in group_by_arch(trials).values():
+            for t in sorted(group, key=_first_seed):
+                for e in t.seed_entries():
+                    values = ([t.arch, t.scorer, t.hidden_size, e.get("seed"), t.path.name]
+                              + [_dig(e, (split, k)) for k in metric_keys]
+                              + [_dig(e, (split, "bleu_by_length", b)) for b in LENGTH_BUCKETS]
+                              + [_dig(e, (split, "aer_by_head", h)) for h in heads]
+                              + [_dig(e, ("valid", "bleu"))]
+                              + [t.results.get(k) for k in trial_keys])
+                    writer.writerow(["" if v is None else v for v in values])
+    return [path]
+
+
+def plot_arch_scorer(trials: Sequence[Trial], out_dir: Path, key: str, label: str, stem: str,
+                     best_head: bool = False) -> list[Path]:
+    """Test `key` per scorer (x), one marker per arch beside each other: mean with ± std error
+    bars over seeds, each seed as a small dot. best_head: also each family's best single head
+    (results.json aer_best_head; hollow markers), where it reports one."""
+    groups = group_by_arch(trials)
+    archs = sorted({a for a, _ in groups}, key=_arch_rank)
+    scorers = sorted({s for _, s in groups}, key=_scorer_rank)
+    fig = plots.new_figure(max(6.4, 1.3 * len(scorers) + 2.4), 4.2)
+    ax = fig.add_subplot()
+    series = [(arch, key, "o", "full", arch) for arch in archs]
+    if best_head:
+        series += [(arch, "aer_best_head", "D", "none", f"{arch}, best head") for arch in archs]
+    counts, omitted, drawn = [], [], []
+    for arch, field, marker, fill, name in series:
+        points = []  # (scorer index, seed values)
+        for i, scorer in enumerate(scorers):
+            values = [v for v in seed_values(groups.get((arch, scorer), []), "test", field)
+                      if v is not None and math.isfinite(v)]
+            if values:
+                points.append((i, values))
+            elif field == key:
+                omitted.append(f"{arch} {scorer}")
+        if points:  # A family without best-head values gets no series (and no gap).
+            drawn.append((arch, marker, fill, name, points))
+    for k, (arch, marker, fill, name, points) in enumerate(drawn):
+        xs, means, stds, dots = [], [], [], []
+        for i, values in points:
+            mean, std, n = mean_std(values)
+            x = i + 0.12 * _dodge(k, len(drawn))
+            xs.append(x)
+            means.append(mean)
+            stds.append(std)
+            counts.append(n)
+            dots += [(x, v) for v in values]
+        color = arch_color(arch)
+        ax.errorbar(xs, means, yerr=stds, color=color, marker=marker, fillstyle=fill,
+                    linestyle="none", capsize=4, markersize=7, label=name)
+        ax.scatter([x for x, _ in dots], [v for _, v in dots], s=9, color=color, alpha=0.5,
+                   linewidths=0, zorder=3)
+    ax.set_xticks(np.arange(len(scorers)), labels=scorers)
+    ax.set_xlim(-0.6, len(scorers) - 0.4)
+    ax.set_xlabel("scorer (the RNN's attention; the Transformer's cross-attention)")
+    ax.set_ylabel(label)
+    title = f"{label} by model and scorer ({_num_seeds_note(counts)}; dots: seeds)"
+    if omitted:
+        title += f"\nno value: {', '.join(omitted)}"
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(title="model", fontsize=8, title_fontsize=9, loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    return _save(fig, out_dir, stem)
+
+
+def plot_bleu_by_length_by_arch(trials: Sequence[Trial], out_dir: Path) -> list[Path]:
+    """Test BLEU per source-length bucket, one panel per arch, one line per scorer."""
+    groups = group_by_arch(trials)
+    archs = sorted({a for a, _ in groups}, key=_arch_rank)
+    fig = plots.new_figure(4.2 * len(archs) + 1.4, 4.2)
+    axes = np.atleast_1d(fig.subplots(1, len(archs), sharey=True, squeeze=False)).ravel()
+    x = np.arange(len(LENGTH_BUCKETS))
+    counts = []
+    for ax, arch in zip(axes, archs):
+        mine = [(scorer, group) for (a, scorer), group in groups.items() if a == arch]
+        for k, (scorer, group) in enumerate(mine):
+            stats = [mean_std(seed_values(group, "test", "bleu_by_length", b)) for b in LENGTH_BUCKETS]
+            counts += [n for _, _, n in stats if n]
+            ax.errorbar(x + 0.04 * _dodge(k, len(mine)), [m for m, _, _ in stats],
+                        yerr=[sd for _, sd, _ in stats], color=scorer_color(scorer), marker="o",
+                        capsize=3, label=scorer, linestyle="-" if _attends(scorer) else "--")
+        ax.set_xticks(x, labels=list(LENGTH_BUCKETS))
+        ax.set_xlabel("source sentence length (words)")
+        ax.set_title(arch, color=arch_color(arch), fontsize=10, fontweight="bold")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test BLEU")
+    _legend(axes[-1])
+    fig.suptitle(f"Test BLEU by source length ({_num_seeds_note(counts)})", fontsize=11)
+    return _save(fig, out_dir, "bleu_by_length")
+
+
+def plot_aer_by_head(trials: Sequence[Trial], out_dir: Path) -> list[Path]:
+    """Test AER of every cross-attention layer (rows) and head (columns), mean over seeds, one
+    panel per (arch, scorer) that reports per-head AER (the Transformer's); the best head of the
+    mean is boxed, the head-averaged map's AER is in the panel title. Nothing is written when
+    no trial reports per-head AER."""
+    panels = []
+    for (arch, scorer), group in group_by_arch(trials).items():
+        heads = head_names(group)
+        if not heads:
+            continue
+        keys = [_head_key(h) for h in heads]
+        layers, per_layer = max(k[0] for k in keys), max(k[1] for k in keys)
+        grid = np.full((layers, per_layer), np.nan)
+        for (layer, head, name) in keys:
+            grid[layer - 1, head - 1] = mean_std(seed_values(group, "test", "aer_by_head", name))[0]
+        mean, _, n = mean_std(seed_values(group, "test", "aer"))
+        panels.append((arch, scorer, grid, mean, n))
+    if not panels:
+        return []
+    several = len({arch for arch, *_ in panels}) > 1
+    ncols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = plots.new_figure(2.9 * ncols + 1.0, 2.4 * nrows + 0.8)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    top = max(float(np.nanmax(g)) for _, _, g, _, _ in panels)
+    image = None
+    for ax, (arch, scorer, grid, mean, n) in zip(axes, panels):
+        image = ax.imshow(grid, cmap="viridis_r", vmin=0.0, vmax=max(top, 1e-6), aspect="auto")
+        for (r, c), value in np.ndenumerate(grid):
+            if math.isfinite(value):
+                ax.text(c, r, f"{value:.3f}", ha="center", va="center", fontsize=7,
+                        color="white" if value > 0.6 * top else "black")
+        best = np.unravel_index(np.nanargmin(grid), grid.shape)
+        ax.add_patch(matplotlib.patches.Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1,
+                                                  fill=False, edgecolor="red", linewidth=1.5))
+        ax.set_xticks(range(grid.shape[1]), labels=[f"H{h + 1}" for h in range(grid.shape[1])])
+        ax.set_yticks(range(grid.shape[0]), labels=[f"L{i + 1}" for i in range(grid.shape[0])])
+        name = f"{arch} {scorer}" if several else scorer
+        averaged = f"{mean:.3f}" if n else "—"
+        ax.set_title(f"{name}\nhead-averaged map: {averaged}", color=scorer_color(scorer),
+                     fontsize=9)
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
+    fig.colorbar(image, ax=list(axes[:len(panels)]), label="test AER (lower is better)", shrink=0.8)
+    counts = sorted({n for *_, n in panels})
+    seeds = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    fig.suptitle(f"Test AER of every cross-attention layer and head (mean over {seeds} "
+                 f"seed{'s' if counts[-1] != 1 else ''}; box: the best head)", fontsize=10)
+    return _save(fig, out_dir, "aer_by_head")
+
+
+def make_arch_report(trials: Sequence[Trial], out: Path, skipped: Sequence[Path] = (),
+                     hidden_size: int | None = None) -> list[Path]:
+    """The report of an arch grid (`is_arch_grid`) at one hidden size (`hidden_size`, default the
+    largest present): every figure (PNG + PDF), tables.md/.tex and seeds.csv."""
+    size = select_hidden_size(trials, hidden_size)
+    left_out = [t.path for t in trials if t.hidden_size != size]
+    trials = [t for t in trials if t.hidden_size == size]
+    paths = plot_arch_scorer(trials, out, "bleu", "test BLEU", "bleu_by_arch_scorer")
+    paths += plot_arch_scorer(trials, out, "aer", "test AER (lower is better)",
+                              "aer_by_arch_scorer", best_head=True)
+    paths += plot_bleu_by_length_by_arch(trials, out)
+    paths += plot_aer_by_head(trials, out)
+    paths += write_arch_tables(trials, out, size, skipped, left_out)
+    paths += write_arch_seeds_csv(trials, out)
+    return paths
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1190,8 +1563,10 @@ def make_all(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = N
              hidden_size: int | None = None) -> list[Path]:
     """Writes every sweep figure (PNG + PDF) and table; returns the paths written.
 
-    `hidden_size` picks the size for the per-size figures (default: the largest present).
-    Raises ValueError if the sweep has no finished trial.
+    `hidden_size` picks the size for the per-size figures (default: the largest present). A
+    sweep with a model family other than the RNN (configs/sweeps/arch_scorer.py) gets the arch
+    grid's report instead (`make_arch_report`, at that one size). Raises ValueError if the sweep
+    has no finished trial.
     """
     sweep_dir = Path(sweep_dir)
     out = Path(out_dir) if out_dir is not None else sweep_dir / "plots"
@@ -1199,6 +1574,8 @@ def make_all(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = N
     if not trials:
         raise ValueError(f"no finished trial (folder with results.json) under {sweep_dir}")
     skipped = unfinished_trials(sweep_dir)
+    if is_arch_grid(trials):
+        return make_arch_report(trials, out, skipped, hidden_size)
     size = select_hidden_size(trials, hidden_size)
     paths = plot_bleu_vs_hidden(trials, out)
     paths += plot_bleu_by_length(trials, out, size)
@@ -1220,7 +1597,8 @@ def _define_flags() -> None:
     flags.DEFINE_bool("check", False, "Exit 1, naming them, if a generated block is stale or a decimal "
                       "figure in the prose is in no committed result file.")
     flags.DEFINE_string("out_dir", None, "Output folder (default: SWEEP_DIR/plots).")
-    flags.DEFINE_integer("hidden_size", None, "Hidden size for the per-size figures (default: largest).")
+    flags.DEFINE_integer("hidden_size", None, "Hidden size for the per-size figures, and of the whole "
+                         "report of an arch grid (default: largest).")
 
 
 def main(argv: Sequence[str]) -> None:

@@ -14,6 +14,18 @@ A sweep definition is a Python file with `get_sweep()` returning plain data
      "seeds": {"base": 0, "count": 3},        # seeds base .. base+count-1
      "fixed": {"train.num_steps": 2000}}      # overrides shared by every trial
 
+A grid point that needs several fields of its own (the Transformer's layers, schedule, learning
+rate, ...) takes them from its own base config: `base_config` may instead map the values of one
+axis to --config values, {AXIS: {VALUE: CONFIG}}, e.g. (configs/sweeps/arch_scorer.py)
+
+     "base_config": {"model.arch": {"rnn": "configs/default.py",
+                                    "transformer": "configs/transformer.py"}},
+
+so a trial with model.arch=transformer runs `--config=configs/transformer.py` (with the same
+overrides as every trial: its axis values, seeds and fixed). Every value of that axis must have
+a config (keys are the values as written on the command line), and every trial is validated
+against its own base config.
+
 Every launcher (launch/local.py, launch/wandb_sweep.py, launch/slurm.py) expands a
 definition with `expand()` and turns a trial into argv with `command()`, so all of them run
 exactly the same trials, with the same names and workdirs:
@@ -71,7 +83,8 @@ class Trial:
         overrides: ordered config overrides (dotted key -> value): axes, then train.seed and
             train.num_seeds, then the fixed overrides. `command()` is a function of these alone.
         seeds: the seeds this trial trains (several in 'vmap' mode, one in 'trials' mode).
-        config: the base --config value, e.g. 'configs/default.py'.
+        config: the base --config value, e.g. 'configs/default.py' (with a per-axis-value
+            base_config: the one of this trial's value).
         params: the grid point only (dotted axis key -> value), plus train.seed in 'trials' mode.
         index: position in the expanded list (the SLURM array index).
     """
@@ -127,8 +140,6 @@ def _check_structure(spec: Any) -> None:
     if not isinstance(spec["name"], str) or not _SAFE_NAME.match(spec["name"]):
         raise ValueError(f'Sweep name {spec["name"]!r} must be a non-empty string of '
                          f"[A-Za-z0-9._+-].")
-    if not isinstance(spec["base_config"], str) or not spec["base_config"]:
-        raise ValueError(f'base_config must be a config path string, got {spec["base_config"]!r}.')
     axes, fixed, seeds = spec["axes"], spec["fixed"], spec["seeds"]
     if not isinstance(axes, Mapping) or not axes:
         raise ValueError("axes must be a non-empty dict of dotted config key -> list of values.")
@@ -160,35 +171,85 @@ def _check_structure(spec: Any) -> None:
             raise ValueError(f"seeds[{k!r}] must be an int, got {seeds[k]!r}.")
     if seeds["count"] < 1 or seeds["base"] < 0:
         raise ValueError(f"seeds needs count >= 1 and base >= 0, got {dict(seeds)!r}.")
+    _check_base_config(spec["base_config"], axes)
+
+
+def _check_base_config(base: Any, axes: Mapping[str, Any]) -> None:
+    """base_config: a --config value, or {AXIS: {VALUE: --config value}} for every VALUE of AXIS."""
+    if isinstance(base, str) and base:
+        return
+    if not isinstance(base, Mapping):
+        raise ValueError(f"base_config must be a config path string, or {{AXIS: {{VALUE: config "
+                         f"path}}}} to pick it by an axis's value; got {base!r}.")
+    if len(base) != 1 or next(iter(base)) not in axes:
+        raise ValueError(f"base_config {dict(base)!r} must pick the config by exactly one sweep "
+                         f'axis, {{AXIS: {{VALUE: config path}}}}; axes: {", ".join(axes)}.')
+    (key, table), = base.items()
+    if not isinstance(table, Mapping):
+        raise ValueError(f"base_config[{key!r}] must map each value of axis {key!r} to a config "
+                         f"path, got {table!r}.")
+    values = [format_value(v) for v in axes[key]]
+    missing = [v for v in values if v not in table]
+    extra = [str(v) for v in table if v not in values]
+    if missing or extra:
+        raise ValueError(f"base_config[{key!r}] must name a config for every value of the axis "
+                         f"and no other: missing {missing}, not axis values {extra}; axis values: "
+                         f'{", ".join(values)}.')
+    for value, path in table.items():
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"base_config[{key!r}][{value!r}] must be a config path string, "
+                             f"got {path!r}.")
+
+
+def base_config_of(spec: Mapping[str, Any], point: Mapping[str, Any]) -> str:
+    """The --config value of a grid point ({axis key: value}) of a checked spec."""
+    base = spec["base_config"]
+    if isinstance(base, str):
+        return base
+    (key, table), = base.items()
+    return table[format_value(point[key])]
+
+
+def trial_config(trial: Trial, base_config: Any = None) -> Any:
+    """The trial's whole config, before the value checks: its base config (`base_config`, else
+    loaded from trial.config) with its overrides applied, as the training command builds it."""
+    config = copy.deepcopy(base_config if base_config is not None
+                           else config_lib.load_config_file(trial.config))
+    for key, value in trial.overrides.items():
+        config_lib.override(config, key, value, f"sweep trial {trial.name}")
+    return config
 
 
 def validate(spec: Any, base_config: Any = None) -> dict[str, Any]:
     """Validates a sweep spec; raises a one-line ValueError naming the fix if it is invalid.
 
-    Every axis value and fixed override must be a key of the base config with a value of its
-    type, and every trial's config (base + overrides) must pass `attn_jax.run.config.validate`.
+    Every axis value and fixed override must be a key of the base config(s) with a value of its
+    type, and every trial's config (its base + overrides) must pass
+    `attn_jax.run.config.validate`.
 
     Args:
         spec: the plain-data spec (see module docstring).
-        base_config: the base ConfigDict; None (default) loads spec['base_config'].
+        base_config: a ConfigDict that stands in for every base config; None (default) loads
+            each trial's own (spec['base_config'], or the one its axis value picks).
 
     Returns:
         The spec as plain data.
     """
     spec = to_plain(spec)
     _check_structure(spec)
-    if base_config is None:
-        base_config = config_lib.load_config_file(spec["base_config"])
-    scratch = copy.deepcopy(base_config)
-    for key, values in spec["axes"].items():
-        for value in values:
-            config_lib.override(scratch, key, value, "sweep axes")
-    for key, value in spec["fixed"].items():
-        config_lib.override(scratch, key, value, "sweep fixed overrides")
-    for trial in expand(spec):
-        config = copy.deepcopy(base_config)
-        for key, value in trial.overrides.items():
-            config_lib.override(config, key, value, f"sweep trial {trial.name}")
+    trials = expand(spec)
+    bases: dict[str, Any] = {}
+    for path in dict.fromkeys(t.config for t in trials):  # Each base once, in trial order.
+        bases[path] = (base_config if base_config is not None
+                       else config_lib.load_config_file(path))
+        scratch = copy.deepcopy(bases[path])
+        for key, values in spec["axes"].items():
+            for value in values:
+                config_lib.override(scratch, key, value, "sweep axes")
+        for key, value in spec["fixed"].items():
+            config_lib.override(scratch, key, value, "sweep fixed overrides")
+    for trial in trials:
+        config = trial_config(trial, bases[trial.config])
         try:
             config_lib.validate(config)
         except ValueError as e:
@@ -244,7 +305,8 @@ def expand(spec: Any, seeds_mode: str = "vmap") -> list[Trial]:
             overrides[NUM_SEEDS_KEY] = len(seeds)
             overrides.update(spec["fixed"])
             trials.append(Trial(name=trial_name(params), overrides=overrides, seeds=seeds,
-                                config=spec["base_config"], params=params, index=len(trials)))
+                                config=base_config_of(spec, params), params=params,
+                                index=len(trials)))
     names = [t.name for t in trials]
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})

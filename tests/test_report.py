@@ -210,3 +210,123 @@ def test_running_example_defined_once():
     copies = [p.name for p in sorted(package.glob("*.py"))
               if p.name != "synthetic.py" and literal.search(p.read_text(encoding="utf-8"))]
     assert not copies, copies
+
+
+# --- the arch x scorer grid (configs/sweeps/arch_scorer.py) -------------------------------------
+
+ARCH_GRID = (("rnn", "additive"), ("rnn", "dot"), ("transformer", "additive"), ("transformer", "dot"))
+ARCH_FIGURES = ("bleu_by_arch_scorer", "aer_by_arch_scorer", "bleu_by_length", "aer_by_head")
+
+
+def _arch_metrics(arch: str, scorer: str, seed: int) -> dict:
+    """Per-seed test metrics of the fake arch grid. transformer/dot is the hand-checked cell:
+    BLEU 90, 94 -> 92.00 ± 2.83; exact match 0.5, 0.7 -> 60.0 ± 14.1 (%); head-averaged AER 0.2,
+    0.3 -> 0.250 ± 0.071; best heads L2H1 (0.15) and L2H2 (0.25) -> 0.200 ± 0.071."""
+    heads = None
+    if (arch, scorer) == ("transformer", "dot"):
+        bleu, exact, aer = (90.0, 0.5, 0.2) if seed == 0 else (94.0, 0.7, 0.3)
+        heads = ({"L1H1": 0.5, "L1H2": 0.4, "L2H1": 0.15, "L2H2": 0.3} if seed == 0 else
+                 {"L1H1": 0.6, "L1H2": 0.45, "L2H1": 0.35, "L2H2": 0.25})
+    else:
+        bleu = {"additive": 95.0, "dot": 93.0}[scorer] + 2.0 * (arch == "rnn") + seed
+        exact, aer = 0.8, 0.1 + 0.02 * seed
+        if arch == "transformer":
+            heads = {"L1H1": 0.4, "L1H2": 0.3, "L2H1": 0.2, "L2H2": 0.12 + 0.01 * seed}
+    out = {"bleu": bleu, "exact_match": exact, "aer": aer, "perplexity": 1.5,
+           "bleu_by_length": {b: bleu - i for i, b in enumerate(LENGTH_BUCKETS)}}
+    if heads:
+        best = min(heads, key=heads.get)
+        out.update(aer_by_head=heads, aer_best_head=heads[best], best_head=best)
+    return out
+
+
+def _write_arch_trial(root: Path, arch: str, scorer: str, hidden: int = 128,
+                      finished: bool = True) -> Path:
+    """A trial folder as train.py writes it for `model.arch=arch` (no figures needed here)."""
+    trial = root / f"arch={arch},scorer={scorer}" if hidden == 128 else root / f"{arch}_{scorer}_h{hidden}"
+    trial.mkdir(parents=True)
+    (trial / "config.json").write_text(json.dumps(
+        {"model": {"arch": arch, "scorer": scorer, "hidden_size": hidden}}))
+    if not finished:
+        return trial
+    seeds = [{"seed": s, "test": _arch_metrics(arch, scorer, s), "valid": {"bleu": 50.0 + s}}
+             for s in SEEDS]
+    capped = arch == "transformer"  # Trained to its step cap (400) rather than to a plateau.
+    results = {"arch": arch, "scorer": scorer, "hidden_size": hidden, "wall_seconds": 90.0,
+               "num_steps": 400 if capped else 300, "max_steps": 400,
+               "evaluated_step": 300 if capped else 200, "test": seeds[0]["test"], "seeds": seeds}
+    (trial / "results.json").write_text(json.dumps(results))
+    return trial
+
+
+@pytest.fixture(scope="module")
+def arch_sweep(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("arch_sweep")
+    for arch, scorer in ARCH_GRID:
+        _write_arch_trial(root, arch, scorer)
+    _write_arch_trial(root, "rnn", "additive", hidden=64)  # Another size: left out, and said so.
+    _write_arch_trial(root, "transformer", "general", finished=False)  # Crashed: skipped.
+    return root
+
+
+@pytest.fixture(scope="module")
+def arch_written(arch_sweep) -> list[Path]:
+    return report.make_all(arch_sweep)
+
+
+def test_arch_grid_is_recognised_and_grouped_by_arch(arch_sweep, sweep):
+    trials = report.load_sweep(arch_sweep)
+    assert report.is_arch_grid(trials)
+    assert not report.is_arch_grid(report.load_sweep(sweep))  # No arch named: RNNs, as before.
+    assert {t.arch for t in report.load_sweep(sweep)} == {"rnn"}
+    at_128 = [t for t in trials if t.hidden_size == 128]
+    groups = report.group_by_arch(at_128)
+    assert list(groups) == list(ARCH_GRID)  # Family order (ARCHS), then scorer order.
+    assert report.head_names(at_128) == ["L1H1", "L1H2", "L2H1", "L2H2"]
+
+
+def test_arch_grid_report_writes_its_figures_not_the_scorer_hidden_ones(arch_sweep, arch_written):
+    out = arch_sweep / "plots"
+    for stem in ARCH_FIGURES:
+        for ext in ("png", "pdf"):
+            assert out / f"{stem}.{ext}" in arch_written
+            assert (out / f"{stem}.{ext}").stat().st_size > 1000, stem
+    assert not (out / "bleu_vs_hidden.png").exists()
+    assert {out / "tables.md", out / "tables.tex", out / "seeds.csv"} <= set(arch_written)
+
+
+def test_arch_grid_tables_label_every_row_by_arch(arch_sweep, arch_written):
+    md = (arch_sweep / "plots" / "tables.md").read_text()
+    # The hand-checked cell (see _arch_metrics); steps 400 of a 400-step cap, metrics from 300.
+    assert ("| transformer | dot | 2 | 92.00 ± 2.83 | 60.0 ± 14.1 | 0.250 ± 0.071 | 0.200 ± 0.071 "
+            "| L2H1, L2H2 | 400 (300, cap) | 1.5 |") in md
+    # The RNN has one attention: no best head. BLEU 95 + 2, 96 + 2 on additive.
+    assert ("| rnn | additive | 2 | 97.50 ± 0.71 | 80.0 ± 0.0 | 0.110 ± 0.014 | — | — | 300 (200) "
+            "| 1.5 |") in md
+    assert "| transformer | dot | 2 | 92.0 ± 2.8 | 91.0 ± 2.8 | 90.0 ± 2.8 | 89.0 ± 2.8 | 88.0 ± 2.8 |" in md
+    # Per-head AER: the Transformer's rows only.
+    assert "| arch | scorer | seeds | L1H1 | L1H2 | L2H1 | L2H2 |" in md
+    assert "| transformer | dot | 2 | 0.550 ± 0.071 | 0.425 ± 0.035 | 0.250 ± 0.141 | 0.275 ± 0.035 |" in md
+    head_table = md[md.index("| arch | scorer | seeds | L1H1"):]
+    assert "| rnn |" not in head_table.split("\n\n")[0]
+    order = [md.index(f"| {a} | {s} | 2 | ") for a, s in ARCH_GRID]
+    assert order == sorted(order)
+    assert "rnn_additive_h64" in md and "arch=transformer,scorer=general" in md  # left out, skipped
+    tex = (arch_sweep / "plots" / "tables.tex").read_text()
+    assert (r"transformer & dot & 2 & 92.00 $\pm$ 2.83 & 60.0 $\pm$ 14.1 & 0.250 $\pm$ 0.071 & "
+            r"0.200 $\pm$ 0.071 & L2H1, L2H2 & 400 (300, cap) & 1.5 \\") in tex
+    assert r"rnn & additive & 2 & 97.50 $\pm$ 0.71 & 80.0 $\pm$ 0.0 & 0.110 $\pm$ 0.014 & -- & -- &" in tex
+    assert tex.count(r"\begin{table}") == 3 and r"\label{tab:arch_heads}" in tex
+
+
+def test_arch_grid_seeds_csv(arch_sweep, arch_written):
+    rows = list(csv.DictReader((arch_sweep / "plots" / "seeds.csv").open()))
+    assert len(rows) == len(ARCH_GRID) * len(SEEDS)  # hidden 64 left out, the crashed one skipped
+    assert [(r["arch"], r["scorer"]) for r in rows[::2]] == list(ARCH_GRID)
+    cell = [r for r in rows if (r["arch"], r["scorer"]) == ("transformer", "dot")]
+    assert [(r["seed"], r["best_head"], float(r["aer_best_head"]), float(r["aer_L2H1"])) for r in cell] == [
+        ("0", "L2H1", 0.15, 0.15), ("1", "L2H2", 0.25, 0.35)]
+    assert {(r["trial"], r["num_steps"], r["max_steps"]) for r in cell} == {
+        ("arch=transformer,scorer=dot", "400", "400")}
+    rnn = [r for r in rows if r["arch"] == "rnn"]
+    assert {r["best_head"] for r in rnn} == {""} and {r["aer_L1H1"] for r in rnn} == {""}

@@ -161,6 +161,12 @@ def test_command_exact(tmp_path):
     ({"extra": 1}, ["extra", "name", "base_config", "axes", "seeds", "fixed"]),
     ({"axes": {}}, ["non-empty"]),
     ({"name": "a b"}, ["a b"]),
+    ({"base_config": 5}, ["base_config", "5"]),
+    ({"base_config": {"model.flow": {"x": "base.py"}}}, ["model.flow", "model.scorer, model.hidden_size"]),
+    ({"base_config": {"model.scorer": {"additive": "b.py", "dot": "b.py"}}}, ["missing ['general']"]),
+    ({"base_config": {"model.scorer": {"additive": "b.py", "dot": "b.py", "general": "b.py",
+                                       "luong": "b.py"}}}, ["not axis values ['luong']"]),
+    ({"base_config": {"model.hidden_size": {"8": "b.py", "16": 3}}}, ["['16']", "3"]),
 ])
 def test_invalid_specs_raise_with_valid_names(tmp_path, change, needles):
     with pytest.raises(ValueError) as e:
@@ -212,6 +218,31 @@ def test_float_field_accepts_int_and_base_config_arg(workspace):
     spec = small_spec(base_config="base.py:tiny", fixed={"train.learning_rate": 1})
     spec, trials = sweep.load(spec)
     assert sweep.command(trials[0], "d")[3] == "--config=base.py:tiny"
+
+
+def test_base_config_by_axis_value(workspace):
+    """base_config may pick each trial's --config by one axis's value (keys as written on the
+    command line); every trial is validated against its own base config."""
+    (workspace / "other.py").write_text(STANDIN_CONFIG.replace(
+        "train.learning_rate = 3e-3", "train.learning_rate = 5e-4"))
+    spec = small_spec(base_config={"model.hidden_size": {"8": "base.py:tiny", "16": "other.py"}})
+    spec, trials = sweep.load(spec)
+    assert [(t.name, t.config) for t in trials[:2]] == [
+        ("scorer=additive,hidden_size=8", "base.py:tiny"), ("scorer=additive,hidden_size=16", "other.py")]
+    assert sweep.command(trials[1], "d")[3] == "--config=other.py"
+    assert [t.config for t in sweep.expand(spec, "trials")[:4]] == ["base.py:tiny"] * 2 + ["other.py"] * 2
+    config = sweep.trial_config(trials[1])
+    assert (config.train.learning_rate, config.train.num_steps, config.model.hidden_size) == (5e-4, 7, 16)
+    assert sweep.trial_config(trials[0]).data.train_size == 400  # default.py:tiny's
+    # A trial whose own base refuses an override fails validation, named.
+    base = {"model.arch": {"rnn": f"{REPO}/configs/default.py:tiny",
+                           "transformer": f"{REPO}/configs/transformer.py:tiny"}}
+    ok = {"name": "mixed", "base_config": base, "axes": {"model.arch": ["rnn", "transformer"]},
+          "seeds": {"base": 0, "count": 1}, "fixed": {}}
+    assert [t.config.rsplit("/", 1)[1] for t in sweep.load(ok)[1]] == ["default.py:tiny",
+                                                                       "transformer.py:tiny"]
+    with pytest.raises(ValueError, match=r"sweep trial arch=transformer: .*bidirectional"):
+        sweep.validate(dict(ok, fixed={"model.bidirectional": True}))
 
 
 def test_seeds_mode_unknown():
@@ -780,3 +811,76 @@ def test_readme_sweeps_load(monkeypatch):
     assert "configs/sweeps/scorer_hidden.py" in paths
     for path in paths:
         sweep.load(path)
+
+
+# ------------------------------------------- the RNN beside the Transformer (issue 25)
+
+
+def _config(path: str):
+    return config_lib.load_config_file(REPO / "configs" / path)
+
+
+@pytest.mark.skipif(not (REPO / "configs" / "transformer.py").exists(), reason="no configs")
+def test_arch_scorer_sweep_expands_to_8_trials_with_each_archs_fields(monkeypatch):
+    """configs/sweeps/arch_scorer.py: rnn x transformer x 4 scorers; each trial runs its arch's
+    base config (the Transformer's layers, dropout, schedule, learning rate, warmup and label
+    smoothing from configs/transformer.py) with scorer_hidden's budget; nothing trains."""
+    monkeypatch.chdir(REPO)
+    spec, trials = sweep.load("configs/sweeps/arch_scorer.py")
+    scorers = ["scaled_dot", "additive", "dot", "general"]
+    assert [t.name for t in trials] == [f"arch={a},scorer={s}" for a in ("rnn", "transformer")
+                                        for s in scorers]
+    assert all(t.seeds == (0, 1, 2) for t in trials)
+    budget = default_spec()["fixed"]
+    assert spec["fixed"] == budget  # scorer_hidden's, read from that file.
+    default, transformer = _config("default.py"), _config("transformer.py")
+    fields = ("model.layers", "model.num_heads", "model.dropout", "model.hidden_size",
+              "model.norm", "model.flow", "model.cell", "train.schedule", "train.learning_rate",
+              "train.warmup_steps", "train.label_smoothing")
+    for trial in trials:
+        arch = trial.params["model.arch"]
+        base = transformer if arch == "transformer" else default
+        assert trial.config == f"configs/{'transformer' if arch == 'transformer' else 'default'}.py"
+        config = config_lib.flatten(sweep.trial_config(trial))
+        assert (config["model.arch"], config["model.scorer"]) == (arch, trial.params["model.scorer"])
+        assert {k: config[k] for k in fields} == {k: config_lib.flatten(base)[k] for k in fields}
+        assert {k: config[k] for k in budget} == budget
+        assert (config["train.seed"], config["train.num_seeds"]) == (0, 3)
+    transformer_trial = sweep.trial_config(trials[-1])
+    assert (transformer_trial.train.schedule, transformer_trial.model.dropout) == ("rsqrt", 0.1)
+    assert sweep.trial_config(trials[0]).train.schedule == "cosine"
+    seed_trials = sweep.expand(spec, "trials")
+    assert len(seed_trials) == 24 and seed_trials[-1].name == "arch=transformer,scorer=general,seed=2"
+    assert [t.name for t in sweep.select(trials, ["arch=transformer,scorer=dot"])] == [
+        "arch=transformer,scorer=dot"]
+
+
+@pytest.mark.skipif(not (REPO / "configs" / "transformer.py").exists(), reason="no configs")
+def test_arch_scorer_tiny_sweep_validates_on_the_tiny_configs(monkeypatch):
+    monkeypatch.chdir(REPO)
+    spec, trials = sweep.load("configs/sweeps/arch_scorer.py:tiny")
+    assert len(trials) == 8 and spec["fixed"] == {} and all(t.seeds == (0, 1) for t in trials)
+    assert {t.config for t in trials} == {"configs/default.py:tiny", "configs/transformer.py:tiny"}
+    for trial in trials:
+        config = sweep.trial_config(trial)
+        assert (config.data.train_size, config.train.num_steps, config.model.hidden_size) == (400, 12, 16)
+    sweep.validate(wandb_sweep.route_spec(spec))  # The W&B route's override exists in both bases.
+    with pytest.raises(ValueError, match="valid: 'tiny'"):
+        sweep.load("configs/sweeps/arch_scorer.py:big")
+
+
+@pytest.mark.skipif(not (REPO / "configs" / "multi30k.py").exists(), reason="no configs")
+def test_multi30k_transformer_config_is_multi30k_data_with_a_transformer():
+    """configs/multi30k_transformer.py (and its ':tiny'): configs/multi30k.py's data and
+    evaluation (beam 5), the Transformer's model fields; it passes the config checks."""
+    for arg in ("", ":tiny"):
+        config = _config(f"multi30k_transformer.py{arg}")
+        m30k = _config(f"multi30k.py{arg}")
+        assert config.data.to_dict() == m30k.data.to_dict()
+        assert config.eval.to_dict() == m30k.eval.to_dict()
+        model = config_lib.validate(config)  # The model config it derives.
+        assert type(model).__name__ == "TransformerConfig" and model.tie_embeddings
+        assert (config.train.schedule, config.train.label_smoothing) == ("rsqrt", 0.1)
+    assert config.eval.beam_size == 2 and config.train.num_steps == 20  # the ':tiny' one
+    full = _config("multi30k_transformer.py")
+    assert (full.eval.beam_size, full.model.layers, config_lib.validate(full).d_model) == (5, 3, 256)
