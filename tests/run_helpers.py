@@ -1,8 +1,7 @@
-"""Helpers shared by the tests: a quickly compiled jit, a run folder built by hand, its W&B files."""
+"""Helpers shared by the tests: a run folder built by hand, its W&B files, one-line errors."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -15,13 +14,6 @@ import pytest
 from attn_jax.model import arch
 from attn_jax.run import config as config_lib
 from attn_jax.run import steps
-
-# Tests compile many small programs once each: at XLA:CPU's lowest optimisation level they
-# compile in about half the time, with the same arithmetic up to rounding (options unknown to
-# other backends are not passed).
-FAST_COMPILE = ({"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
-                if jax.default_backend() == "cpu" else None)
-fast_jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE)
 
 
 def random_run_state(workdir: str, config, src_vocab_size: int, tgt_vocab_size: int,

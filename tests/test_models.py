@@ -13,7 +13,6 @@ import pytest
 
 from attn_jax.model import attention, rnn, rows
 from attn_jax.run import steps
-from tests.run_helpers import fast_jit
 
 FLOWS = [("bahdanau", True), ("luong", True), ("luong", False)]
 
@@ -73,11 +72,11 @@ def test_fused_loss_and_gradients_equal_step_by_step_autodiff(scorer, flow, feed
                                          extent=extent, method="loss")
         return loss
 
-    want, g_want = fast_jit(jax.value_and_grad(
+    want, g_want = jax.jit(jax.value_and_grad(
         lambda p: rnn.step_by_step_loss(model, p, src, tgt_in, tgt_out, smoothing=0.1)))(params)
     batch = {"src": src[None], "tgt_in": tgt_in[None], "tgt_out": tgt_out[None]}
 
-    @fast_jit
+    @jax.jit
     def both(p):  # Without and with the loop bounds of a training step, in one compile.
         return [jax.value_and_grad(fused)(p, extent) for extent in (None, steps.extent(batch))]
 
@@ -155,7 +154,7 @@ def test_teacher_forcing_equals_step_by_step_and_gradients_reach_attention(score
         logits, aux = model.apply({"params": p}, src, tgt)
         return jnp.mean(jax.nn.log_softmax(logits)[..., 5]), (logits, aux)
 
-    (_, (logits, aux)), grads = fast_jit(jax.value_and_grad(loss, has_aux=True))(params)
+    (_, (logits, aux)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
     assert logits.shape == (3, 5, 19) and aux["attention"].shape == (3, 5, 7)
 
     # The same cell, one decode_step at a time (eager), fed the same tokens.

@@ -13,7 +13,6 @@ import pytest
 
 from attn_jax.model import attention, recurrence
 from attn_jax.model import rows as rows_lib
-from tests.run_helpers import FAST_COMPILE
 
 B, S, T, H = 3, 5, 4, 4  # batch, source, target, hidden
 A, DV, OUT = 3, 2, 3  # additive attention size, value size, Luong attentional size
@@ -135,7 +134,7 @@ def _compare(fused, reference, args, out_mask, steps=None, no_grad=()):
         return got, want, vjp_got(cts), vjp_want(cts)
 
     lowered = jax.jit(run).lower(args, cts, steps)  # One program per case.
-    program = lowered.compile(FAST_COMPILE)
+    program = lowered.compile()
     got, want, g_got, g_want = program(args, cts, steps)
     n = T if steps is None else int(steps)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):

@@ -580,9 +580,10 @@ def agent_argv(cfg: dict, point: dict) -> list[str]:
 @pytest.mark.slow
 def test_wandb_route_vmapped_seeds_tiny_grid_end_to_end_offline(tmp_path):
     """The W&B route with --seeds_mode=vmap, as `wandb agent` runs it (WANDB_SWEEP_ID and one
-    WANDB_RUN_ID per run, offline): every grid point trains its 2 seeds in one process and one
-    W&B run (the agent's), with mean and seed-prefixed keys; it once crashed with 'run ID ...
-    is in use'. The axis is host-side only (log_every), so both points share one compile."""
+    WANDB_RUN_ID per run, offline): a grid point trains its 2 seeds in one process and one W&B
+    run (the agent's), with mean and seed-prefixed keys; it once crashed with 'run ID ... is in
+    use'. The sweep file holds both points; the agent runs the first (every point takes the
+    same route: test_wandb_args_map_back_to_the_same_trials maps every point to its trial)."""
     spec = {"name": "tiny_grid", "base_config": f"{REPO}/configs/default.py:tiny",
             "axes": {"train.log_every": [3, 6]}, "seeds": {"base": 0, "count": 2},
             "fixed": {"data.tfds_dir": str(tmp_path / "tfds"), "data.buckets": [72],
@@ -597,7 +598,8 @@ def test_wandb_route_vmapped_seeds_tiny_grid_end_to_end_offline(tmp_path):
     cfg = yaml.safe_load((tmp_path / "sweep.yaml").read_text())
     assert cfg["metric"] == {"name": "valid/bleu", "goal": "maximize"}
     params = cfg["parameters"]
-    for i, log_every in enumerate(params["config.train.log_every"]["values"]):
+    assert params["config.train.log_every"]["values"] == [3, 6]
+    for i, log_every in enumerate(params["config.train.log_every"]["values"][:1]):
         point = {k: p["value"] if "value" in p else log_every for k, p in params.items()}
         run = subprocess.run(agent_argv(cfg, point), cwd=tmp_path, capture_output=True,
                              text=True, env=dict(env, WANDB_RUN_ID=f"agentrun{i}"))

@@ -16,12 +16,9 @@ from attn_jax.data.tokens import BOS, EOS, PAD
 from attn_jax.eval import decode
 from attn_jax.model import loss as loss_lib
 from attn_jax.model import transformer as tf
-from tests.run_helpers import fast_jit
 
 SRC_V, TGT_V = 13, 11
-# Compile time dominates these tests (tiny shapes): XLA's CPU backend at optimisation level 0
-# compiles about 3x faster, with the same values.
-jit = fast_jit
+jit = jax.jit
 
 
 def _config(**kw):

@@ -9,6 +9,7 @@ logged, so batches with different amounts of padding average correctly.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -36,8 +37,12 @@ class TrainState:
 def compiler_options() -> dict[str, Any] | None:
     """XLA options for the jitted steps. On CPU, LLVM optimisation level 1: the matmuls are
     library calls either way, and it compiles the many small loop kernels faster at the same
-    step time (level 0 would slow the elementwise kernels)."""
-    return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
+    step time (level 0 would slow the elementwise kernels). A level named in XLA_FLAGS wins
+    (the test suite compiles at 0: tests/conftest.py)."""
+    if (jax.default_backend() != "cpu"
+            or "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", "")):
+        return None
+    return {"xla_backend_optimization_level": 1}
 
 
 def make_optimizer(train: ml_collections.ConfigDict, num_steps: int):
