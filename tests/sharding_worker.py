@@ -2,7 +2,8 @@
 processes and environment under test) and prints what they logged as one JSON line.
 
     python tests/sharding_worker.py '{"tfds_dir": ..., "runs": {name: {"workdir": ...,
-        "overrides": {"mesh.data": 4, ...}, "sigterm_at": 8}}}'
+        "config": "configs/transformer.py:tiny", "overrides": {"mesh.data": 4, ...},
+        "sigterm_at": 8}}}'    (config: configs/default.py:tiny if absent)
 """
 
 import faulthandler
@@ -44,18 +45,21 @@ def main() -> None:
     sharding.initialize_distributed()
     out = {}
     for name, run in spec["runs"].items():
-        config = load_config_file(os.path.join(REPO, "configs/default.py:tiny"))
+        config = load_config_file(os.path.join(REPO, run.get("config", "configs/default.py:tiny")))
         config.data.tfds_dir = spec["tfds_dir"]
         for key, value in run.get("overrides", {}).items():
             section, field = key.split(".")
             config[section][field] = value
+        make_train_step = steps.make_train_step
         if "sigterm_at" in run:
             _sigterm_at(run["sigterm_at"])
         try:
             results = train.train_and_evaluate(config, run["workdir"])
-            out[name] = {"test": results["test"], "valid": results["valid"]}
+            out[name] = {split: results[split] for split in ("test", "valid", "seeds")}
         except workdir.Preempted as e:
             out[name] = {"preempted_at": e.step}
+        finally:
+            steps.make_train_step = make_train_step  # The next run trains to its end.
     print("RESULT " + json.dumps(out), flush=True)
 
 

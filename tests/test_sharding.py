@@ -2,8 +2,11 @@
 
 Runs happen in worker processes (tests/sharding_worker.py) started with forced CPU host devices
 (XLA_FLAGS=--xla_force_host_platform_device_count=N) or as two jax.distributed processes; every
-run is configs/default.py:tiny for 20 steps with the same global batch of 16 sentences, so each
-must log the losses of the 1-device run.
+run is configs/default.py:tiny (one bucket) for 20 steps with the same global batch of 16
+sentences, so each must log the losses of the 1-device run. The 1-device reference is replica 0
+of a K = 2 vmapped run on one device (tests/test_train.py proves a replica equal to its separate
+run), final metrics from the last parameters (the best checkpoint of K replicas follows their
+mean).
 """
 
 import json
@@ -22,13 +25,20 @@ from attn_jax.run import sharding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "sharding_worker.py")
-STEPS = {"train.num_steps": 20}
+# One bucket: each layout compiles its programs once (the buckets' own tests: test_data.py).
+STEPS = {"train.num_steps": 20, "data.buckets": (72,), "eval.use_best": False,
+         "eval.num_heatmaps": 0}
+REFERENCE = ("k2_one", 0)  # The 1-device reference: this run's replica (seed) 0.
 
 
 def _env(devices: int | None, **extra) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    """This environment (XLA_FLAGS too: tests/conftest.py's) with `devices` forced host devices."""
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
     if devices:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+    env["XLA_FLAGS"] = " ".join(flags)
     env.update(extra)
     return env
 
@@ -70,31 +80,47 @@ def _rows(workdir: str) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
-def _losses(workdir: str, split: str = "train") -> list[tuple[int, int, float]]:
-    return [(r["step"], r["seed"], r["loss"]) for r in _rows(workdir) if r["split"] == split]
+def _losses(workdir: str, split: str = "train",
+            seed: int | None = None) -> list[tuple[int, int, float]]:
+    return [(r["step"], r["seed"], r["loss"]) for r in _rows(workdir)
+            if r["split"] == split and seed in (None, r["seed"])]
 
 
-def _assert_same_losses(got: str, want: str) -> None:
+def _assert_same_losses(got: str, want: str, want_seed: int | None = None) -> None:
+    """`got`'s rows equal `want`'s (only its replica `want_seed`'s, renumbered 0, if given)."""
     for split in ("train", "valid", "test"):
-        g, w = _losses(got, split), _losses(want, split)
-        assert [x[:2] for x in g] == [x[:2] for x in w], split
+        g, w = _losses(got, split), _losses(want, split, want_seed)
+        assert [x[0] for x in g] == [x[0] for x in w], split
+        assert [x[1] for x in g] == ([x[1] for x in w] if want_seed is None else [0] * len(w))
         np.testing.assert_allclose([x[2] for x in g], [x[2] for x in w], rtol=1e-5, atol=1e-6,
                                    err_msg=split)
 
 
+def _reference(four_devices) -> tuple[str, dict]:
+    """The 1-device reference run's folder and its replica's final metrics."""
+    workdirs, results, _ = four_devices
+    name, seed = REFERENCE
+    return workdirs[name], results[name]["seeds"][seed]
+
+
 @pytest.fixture(scope="module")
 def four_devices(tmp_path_factory):
-    """One 4-device worker: the 1-device reference and the data=4 / seeds=4 layouts, plus a
-    data=4 run stopped by SIGTERM during step 8."""
+    """One 4-device worker: K = 2 vmapped replicas on one device (the reference), the data=4
+    layout, the 2-D seeds=2 x data=2 layout of the same K = 2, a data=4 run stopped by SIGTERM
+    during step 8, and the Transformer (one layer) on one device and with data=4."""
     root = tmp_path_factory.mktemp("mesh")
     tfds = str(root / "tfds")
     runs = {
-        "one": {"overrides": {**STEPS, "mesh.data": 1}},
         "data4": {"overrides": {**STEPS, "mesh.data": 4}},
-        "k4_one": {"overrides": {**STEPS, "train.num_seeds": 4, "mesh.data": 1}},
-        "seeds4": {"overrides": {**STEPS, "train.num_seeds": 4, "mesh.seeds": 4,
-                                 "mesh.data": 1}},
+        "k2_one": {"overrides": {**STEPS, "train.num_seeds": 2, "mesh.data": 1}},
+        "seeds2_data2": {"overrides": {**STEPS, "train.num_seeds": 2, "mesh.seeds": 2,
+                                       "mesh.data": 2}},
         "stopped": {"overrides": {**STEPS, "mesh.data": 4}, "sigterm_at": 8},
+        **{name: {"config": "configs/transformer.py:tiny",
+                  # Dropout off: each data shard draws its own masks (docs/devices.md).
+                  "overrides": {**STEPS, "train.num_steps": 12, "model.layers": 1,
+                                "model.dropout": 0.0, "mesh.data": data}}
+           for name, data in (("tf_one", 1), ("tf_data4", 4))},
     }
     for name, run in runs.items():
         run["workdir"] = str(root / name)
@@ -104,21 +130,30 @@ def four_devices(tmp_path_factory):
 
 def test_data_axis_equals_one_device(four_devices):
     workdirs, results, _ = four_devices
-    _assert_same_losses(workdirs["data4"], workdirs["one"])
-    assert results["data4"]["test"]["bleu"] == pytest.approx(results["one"]["test"]["bleu"])
+    one, one_results = _reference(four_devices)
+    _assert_same_losses(workdirs["data4"], one, REFERENCE[1])
+    assert results["data4"]["test"]["bleu"] == pytest.approx(one_results["test"]["bleu"])
 
 
-def test_seeds_axis_equals_vmapped_seeds_on_one_device(four_devices):
+def test_transformer_data_axis_equals_one_device(four_devices):
     workdirs, results, _ = four_devices
-    _assert_same_losses(workdirs["seeds4"], workdirs["k4_one"])
-    assert {r["seed"] for r in _rows(workdirs["seeds4"])} == {0, 1, 2, 3}
-    # Replica 0 of K = 4 is the K = 1 run.
-    np.testing.assert_allclose([x[2] for x in _losses(workdirs["seeds4"]) if x[1] == 0],
-                               [x[2] for x in _losses(workdirs["one"])], rtol=1e-5)
+    _assert_same_losses(workdirs["tf_data4"], workdirs["tf_one"])
+    assert results["tf_data4"]["test"]["bleu"] == pytest.approx(results["tf_one"]["test"]["bleu"])
+    assert results["tf_data4"]["test"]["aer_by_head"] == pytest.approx(
+        results["tf_one"]["test"]["aer_by_head"])
+
+
+def test_seeds_and_data_axes_equal_vmapped_seeds_on_one_device(four_devices):
+    workdirs, results, _ = four_devices
+    _assert_same_losses(workdirs["seeds2_data2"], workdirs["k2_one"])
+    assert {r["seed"] for r in _rows(workdirs["seeds2_data2"])} == {0, 1}
+    assert [s["test"]["bleu"] for s in results["seeds2_data2"]["seeds"]] == pytest.approx(
+        [s["test"]["bleu"] for s in results["k2_one"]["seeds"]])
 
 
 def test_sigterm_checkpoints_and_a_data4_checkpoint_resumes_on_one_device(four_devices):
     workdirs, results, tfds = four_devices
+    one, one_results = _reference(four_devices)
     stopped = workdirs["stopped"]
     assert results["stopped"] == {"preempted_at": 8}
     assert sorted(os.listdir(os.path.join(stopped, "checkpoints", "last")))[-1] == "8"
@@ -127,10 +162,10 @@ def test_sigterm_checkpoints_and_a_data4_checkpoint_resumes_on_one_device(four_d
         "workdir": stopped, "overrides": {**STEPS, "mesh.data": 1}}}}, devices=None))
     # Rows of the window cut by the stop average fewer steps; evaluations and results match.
     for split in ("valid", "test"):
-        g, w = _losses(stopped, split), _losses(workdirs["one"], split)
+        g, w = _losses(stopped, split), _losses(one, split, REFERENCE[1])
         np.testing.assert_allclose([x[2] for x in g], [x[2] for x in w], rtol=1e-5)
-    assert resumed["stopped"]["test"]["bleu"] == pytest.approx(results["one"]["test"]["bleu"])
-    assert resumed["stopped"]["test"]["loss"] == pytest.approx(results["one"]["test"]["loss"],
+    assert resumed["stopped"]["test"]["bleu"] == pytest.approx(one_results["test"]["bleu"])
+    assert resumed["stopped"]["test"]["loss"] == pytest.approx(one_results["test"]["loss"],
                                                                rel=1e-5)
     train_steps = [x[0] for x in _losses(stopped)]
     assert train_steps == sorted(set(train_steps))  # Nothing logged twice.
@@ -143,15 +178,16 @@ def _free_port() -> int:
 
 
 def test_two_processes_of_two_devices_equal_one_device(four_devices, tmp_path):
-    workdirs, results, tfds = four_devices
+    _, _, tfds = four_devices
+    one, one_results = _reference(four_devices)
     workdir = str(tmp_path / "two_processes")
     spec = {"tfds_dir": tfds, "runs": {"mp": {"workdir": workdir, "overrides": {**STEPS}}}}
     port = str(_free_port())
     procs = [_start(spec, devices=2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                     JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)) for i in range(2)]
     out = _results(procs)
-    _assert_same_losses(workdir, workdirs["one"])
-    assert out[0]["mp"]["test"]["bleu"] == pytest.approx(results["one"]["test"]["bleu"])
+    _assert_same_losses(workdir, one, REFERENCE[1])
+    assert out[0]["mp"]["test"]["bleu"] == pytest.approx(one_results["test"]["bleu"])
     assert out[1]["mp"]["test"] == out[0]["mp"]["test"]  # Both computed the metrics...
     steps = [(r["step"], r["split"]) for r in _rows(workdir)]
     assert len(steps) == len(set(steps))  # ...but only process 0 wrote them.
