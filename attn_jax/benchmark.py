@@ -1,7 +1,9 @@
 r"""Training-step benchmark: real target tokens/s, compile time, memory and matmul FLOP/s.
 
-Five modes. The first three time the real train step (`steps.make_train_step`, Adam from the
-default config) and count only real target tokens (tgt_out != PAD: words + EOS):
+Five modes. The first three time the real train step (`steps.make_train_step`, Adam and label
+smoothing from configs/default.py's train section) of a model family (`--arch`: a key of
+`attn_jax.model.arch.ARCHS`, 'rnn' or 'transformer') and count only real target tokens
+(tgt_out != PAD: words + EOS):
 
 * `--mode=workload --workload=DIR`: fixed batches from the folder --workload names, written by
   the PyTorch reference's prep script (prep_data.py: train.{de,en} tokenized, vocab.{de,en},
@@ -12,13 +14,15 @@ default config) and count only real target tokens (tgt_out != PAD: words + EOS):
   (experiments/benchmark/side_by_side.sh).
 * `--mode=pipeline --config=configs/multi30k.py`: one epoch of the project's own input pipeline
   (that config's data, vocabulary, buckets and batching, `data.batch_tokens` included), with the
-  model sizes from the flags below (or the config's own model: --config_model), after one
-  untimed step per bucket shape.
+  model the flags below describe, or the config's own model (its `model.arch` included) and
+  train section (optimizer, label smoothing): --config_model. One untimed step per bucket shape
+  first.
 * `--mode=synthetic`: random Multi30k-like batches per scorer and per K vmapped replicas
   (--num_seeds=1,2,4,8), for comparing scorers and seeds.
-* `--mode=decode --workdir=RUN`: beam search (--beam_size) sentences/s over RUN's test split.
-* `--mode=long`: long inputs. Per attention implementation (`model.attention_impl`: xla,
-  chunked, pallas) and S = T in --long_lengths, the additive scorer's forward + backward over all
+* `--mode=decode --workdir=RUN`: beam search (--beam_size) sentences/s over RUN's test split,
+  with RUN's own model (any family: `attn_jax.translate.Translator`).
+* `--mode=long`: long inputs, the RNN's. Per attention implementation (`model.attention_impl`:
+  xla, chunked, pallas) and S = T in --long_lengths, the additive scorer's forward + backward over all
   target positions at once (`attention.attend_all`, B = --long_batch, A = --long_attention):
   XLA's compiled buffer bytes and the median step time (a case whose compiled bytes exceed
   --long_max_gib is compiled, not run). Then the training smoke check: the Bahdanau-flow model
@@ -26,25 +30,40 @@ default config) and count only real target tokens (tgt_out != PAD: words + EOS):
   --long_train_batch documents of S = T = --long_train_len words, made by concatenating the
   embedded grammar's sentence pairs; its compiled step bytes and its losses.
 
-Model sizes: the size flags are `config.model` fields over configs/default.py, derived by
-`rnn.ModelConfig.from_config` like a training run's (--hidden_size > 0: every size from it;
-otherwise hidden_size = attention_size = --decoder_hidden, which the output size follows).
+Model sizes: the size flags are `config.model` fields over configs/default.py, derived by the
+family's `from_config` like a training run's (`FAMILY_OPTIONS`). The RNN (`model_config`):
+--hidden_size > 0: every size from it; otherwise hidden_size = attention_size =
+--decoder_hidden, which the output size follows. The Transformer (`transformer_config`):
+--layers, --num_heads, --d_model and --d_ff (0 = 4 · d_model); --hidden_size > 0: d_model =
+hidden_size, d_ff = 4 · d_model. --scorers defaults to the family's scorer (additive; the
+Transformer's cross-attention: scaled_dot). Flags only another family reads, and --arch where
+the model is not the flags' (decode, long, --config_model), are refused.
 
-FLOPs (`attn_jax.run.measure`) are the matmul FLOPs of the step-by-step reference model
-(`rnn.step_by_step_loss`, forward and backward, full-vocabulary logits), counted from its jaxpr
-and applied to each pair's own lengths: the work a padding-free implementation must do.
-Achieved FLOP/s and the fraction of a measured f32 matmul peak (jitted N×N @ N×N, best of 5)
-use only that real-token count; the count at the padded batch shape is reported as work
-(`padded_flops_per_token`: what a model computed over every padded position does), never as a
-speed. Peak memory: the process's resident high-water mark, and XLA's buffer bytes per compiled
-step. Every JSON output holds `machine` (`measure.machine_info`: CPU model and flags, cores,
-thread settings, load average at start and end, versions, XLA_FLAGS).
+FLOPs (`attn_jax.run.measure.flop_polynomial`) are the matmul FLOPs of forward and backward
+applied to each pair's own lengths (the work a padding-free implementation must do): for the
+RNN those of the step-by-step reference model (`rnn.step_by_step_loss`, full-vocabulary
+logits), counted from its jaxpr; for the Transformer a closed formula (encoder self-attention +
+FFN per source token; decoder self-attention, cross-attention, FFN and output projection per
+target token; attention scores and contexts by the actual lengths:
+`measure.transformer_flop_coefficients`). Achieved FLOP/s and the fraction of a measured f32
+matmul peak (jitted N×N @ N×N, best of 5) use only that real-token count; the count at the
+padded batch shape is reported as work (`padded_flops_per_token`: what a model computed over
+every padded position does), never as a speed. Peak memory: the process's resident high-water
+mark, and XLA's buffer bytes per compiled step. Every JSON output holds `machine`
+(`measure.machine_info`: CPU model and flags, cores, thread settings, load average at start and
+end, versions, XLA_FLAGS); the workload, pipeline and synthetic figures hold `arch` and `model`
+(the derived model config), decode's `arch`.
 
     python -m attn_jax.benchmark --mode=workload --workload=/tmp/bench --steps=30 --warmup=5
+    python -m attn_jax.benchmark --mode=workload --workload=/tmp/bench --arch=transformer \
+        --layers=2 --d_model=512 --num_heads=8
     python -m attn_jax.benchmark --mode=pipeline --config=configs/multi30k.py
     python -m attn_jax.benchmark --mode=pipeline --config=configs/multi30k.py --config_model
+    python -m attn_jax.benchmark --mode=pipeline --config=configs/transformer.py --config_model
     python -m attn_jax.benchmark --mode=synthetic --scorers=additive,dot --steps=3
+    python -m attn_jax.benchmark --mode=synthetic --arch=transformer --scorers=scaled_dot,additive
     python -m attn_jax.benchmark --mode=synthetic --tgt_vocab=32000 --scorers=additive
+    python -m attn_jax.benchmark --mode=decode --workdir=runs/transformer --beam_size=5
     python -m attn_jax.benchmark --mode=workload --workload=/tmp/bench --profile_dir=/tmp/prof
     python -m attn_jax.benchmark --mode=long --steps=2 --warmup=1
 
@@ -53,6 +72,7 @@ Results and the side-by-side commands: experiments/benchmark/README.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -67,6 +87,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from attn_jax.model import arch as arch_lib
 from attn_jax.model import attention, kernels, rnn
 from attn_jax.run import config as config_lib
 from attn_jax.run import measure, profiling, runtime, steps
@@ -83,12 +104,22 @@ flags.DEFINE_bool("config_model", False, "pipeline mode: train the config's own 
                   "of the model the size flags describe (Model A by default).")
 flags.DEFINE_string("workdir", "", "decode mode: a finished run directory.")
 flags.DEFINE_integer("beam_size", 5, "decode mode: beam size.")
-flags.DEFINE_list("scorers", ["additive"], "Scorers to benchmark (synthetic mode: each).")
+flags.DEFINE_enum("arch", "rnn", list(arch_lib.ARCHS), "Model family (`model.arch`) of the workload, "
+                  "pipeline and synthetic modes (decode: the run's own; long: the RNN's).")
+flags.DEFINE_list("scorers", [], "Scorers to benchmark (synthetic mode: each; the others: the "
+                  "first). Default: the family's (additive for the RNN, scaled_dot for the "
+                  "Transformer's cross-attention).")
 flags.DEFINE_integer("embed_size", 256, "Embedding size (source and target).")
 flags.DEFINE_integer("encoder_hidden", 512, "Encoder hidden size per direction.")
 flags.DEFINE_integer("decoder_hidden", 512, "Decoder hidden size (also attention/output size).")
 flags.DEFINE_integer("hidden_size", 0, "If > 0: model.hidden_size, every other size derived "
-                     "from it as in training; overrides the three sizes above.")
+                     "from it as in training; overrides the RNN's three sizes above and the "
+                     "Transformer's --d_model and --d_ff.")
+flags.DEFINE_integer("layers", 2, "Transformer: encoder layers, and as many decoder layers.")
+flags.DEFINE_integer("d_model", 512, "Transformer: embedding / residual size.")
+flags.DEFINE_integer("d_ff", 0, "Transformer: feed-forward inner size; 0 = 4 * d_model.")
+flags.DEFINE_integer("num_heads", 4, "Attention heads: the Transformer's (self and cross; "
+                     "divides d_model), the RNN's multihead scorer's.")
 flags.DEFINE_integer("batch_size", 128, "Sentences per replica per step (workload: per batch).")
 flags.DEFINE_integer("src_len", 40, "synthetic: padded source length.")
 flags.DEFINE_integer("tgt_len", 40, "synthetic: padded target length (incl. EOS).")
@@ -119,7 +150,7 @@ flags.DEFINE_integer("long_train_hidden", 256, "long mode: model.hidden_size of 
 flags.DEFINE_integer("long_train_steps", 3, "long mode: training steps (0: no smoke check).")
 FLAGS = flags.FLAGS
 _FLAG_NAMES = ("mode", "workload", "pad_multiple", "config", "config_model", "workdir", "beam_size",
-               "scorers",
+               "arch", "scorers", "layers", "d_model", "d_ff", "num_heads",
                "embed_size", "encoder_hidden", "decoder_hidden", "hidden_size", "batch_size",
                "src_len", "tgt_len", "mean_len", "src_vocab", "tgt_vocab", "flow", "cell",
                "bidirectional", "dtype", "steps", "warmup", "num_seeds", "matmul_size", "profile_dir",
@@ -137,8 +168,8 @@ def default_options() -> dict[str, Any]:
 
 def model_config(scorer: str, *, embed_size: int, encoder_hidden: int, decoder_hidden: int,
                  hidden_size: int, src_vocab: int, tgt_vocab: int, src_len: int, flow: str,
-                 cell: str, bidirectional: bool = True,
-                 dtype: str = "float32") -> tuple[rnn.ModelConfig, bool]:
+                 cell: str, bidirectional: bool = True, dtype: str = "float32",
+                 num_heads: int = 4) -> tuple[rnn.ModelConfig, bool]:
     """The ModelConfig for one row, and whether a dot-family encoder size was adjusted.
 
     The flags set `config.model` fields (0 = derived, as in configs/default.py) and
@@ -148,7 +179,8 @@ def model_config(scorer: str, *, embed_size: int, encoder_hidden: int, decoder_h
     gets decoder_hidden split over its directions.
     """
     model = config_lib.load_config_file(config_lib.DEFAULT_CONFIG).model
-    model.update(flow=flow, cell=cell, bidirectional=bidirectional, dtype=dtype)
+    model.update(flow=flow, cell=cell, bidirectional=bidirectional, dtype=dtype,
+                 num_heads=num_heads)
     if hidden_size > 0:
         model.update(hidden_size=hidden_size, embed_size=0, encoder_hidden=0, decoder_hidden=0,
                      attention_size=0)
@@ -169,12 +201,62 @@ def model_config(scorer: str, *, embed_size: int, encoder_hidden: int, decoder_h
     return derive(scorer), adjusted
 
 
-def _options_model(options: dict[str, Any], scorer: str, src_vocab: int, tgt_vocab: int,
-                   max_len: int) -> tuple[rnn.ModelConfig, bool]:
+def transformer_config(scorer: str, *, layers: int, d_model: int, d_ff: int, num_heads: int,
+                       hidden_size: int, src_vocab: int, tgt_vocab: int, src_len: int,
+                       dtype: str = "float32") -> Any:
+    """The Transformer's config for one row, derived as a training run derives it
+    (`arch.model_config` over configs/default.py's `config.model`, arch = 'transformer'):
+    hidden_size > 0 leaves d_model = hidden_size and d_ff = 4 · d_model; otherwise d_model and
+    d_ff (0 = 4 · d_model) are the flags'."""
+    config = config_lib.load_config_file(config_lib.DEFAULT_CONFIG)
+    model = config.model
+    model.update(arch="transformer", scorer=scorer, layers=layers, num_heads=num_heads,
+                 dtype=dtype)
+    if hidden_size > 0:
+        model.update(hidden_size=hidden_size, d_model=0, d_ff=0)
+    else:
+        model.update(d_model=d_model, d_ff=d_ff)
+    return arch_lib.model_config(model, src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab,
+                                 max_source_len=src_len,
+                                 max_decode_extra=config.eval.max_decode_extra)
+
+
+def _rnn_options(options: dict[str, Any], scorer: str, **sizes) -> tuple[Any, bool]:
     keys = ("embed_size", "encoder_hidden", "decoder_hidden", "hidden_size", "flow", "cell",
-            "bidirectional", "dtype")
-    return model_config(scorer, src_vocab=src_vocab, tgt_vocab=tgt_vocab, src_len=max_len,
-                        **{k: options[k] for k in keys})
+            "bidirectional", "dtype", "num_heads")
+    return model_config(scorer, **sizes, **{k: options[k] for k in keys})
+
+
+def _transformer_options(options: dict[str, Any], scorer: str, **sizes) -> tuple[Any, bool]:
+    keys = ("layers", "d_model", "d_ff", "num_heads", "hidden_size", "dtype")
+    return transformer_config(scorer, **sizes, **{k: options[k] for k in keys}), False
+
+
+# Per model family (a key of `arch.ARCHS`): its config from the size flags, and whether the
+# sizes were adjusted to fit the scorer.
+FAMILY_OPTIONS = {"rnn": _rnn_options, "transformer": _transformer_options}
+
+
+def family_default(name: str, field: str) -> Any:
+    """A field's default in the config class of family `name` (e.g. its scorer)."""
+    return {f.name: f.default for f in dataclasses.fields(arch_lib.get(name).config)}[field]
+
+
+def scorers(options: dict[str, Any]) -> list[str]:
+    """--scorers, or the family's default scorer when none is given."""
+    return list(options["scorers"]) or [family_default(options["arch"], "scorer")]
+
+
+def family_name(cfg: Any) -> str:
+    """The `arch.ARCHS` key of a derived model config."""
+    return next(name for name, entry in arch_lib.ARCHS.items() if entry is arch_lib.of(cfg))
+
+
+def _options_model(options: dict[str, Any], scorer: str, src_vocab: int, tgt_vocab: int,
+                   max_len: int) -> tuple[Any, bool]:
+    """The model of `options["arch"]` for one row (`FAMILY_OPTIONS`), and whether adjusted."""
+    return FAMILY_OPTIONS[options["arch"]](options, scorer, src_vocab=src_vocab,
+                                           tgt_vocab=tgt_vocab, src_len=max_len)
 
 
 # ---------------------------------------------------------------------------------- measuring
@@ -189,12 +271,15 @@ def _init_replicas(model, tx, k: int, src_len: int) -> steps.TrainState:
 
 
 class Trainer:
-    """The real train step of one model, compiled once per batch shape (compile time recorded)."""
+    """The real train step of one model (any family), compiled once per batch shape (compile
+    time recorded); Adam, schedule and label smoothing from `train` (configs/default.py's if
+    None)."""
 
-    def __init__(self, cfg: rnn.ModelConfig, num_seeds: int, total_steps: int):
+    def __init__(self, cfg: Any, num_seeds: int, total_steps: int, train: Any = None):
         self.cfg = cfg
-        self.model = rnn.Seq2Seq(cfg)
-        train = config_lib.load_config_file(config_lib.DEFAULT_CONFIG).train
+        self.model = arch_lib.build(cfg)
+        if train is None:
+            train = config_lib.load_config_file(config_lib.DEFAULT_CONFIG).train
         tx, _ = steps.make_optimizer(train, total_steps)
         self.state = _init_replicas(self.model, tx, num_seeds, 8)
         self.step = steps.make_train_step(self.model, tx, train.label_smoothing)
@@ -248,6 +333,7 @@ def _summary(cfg, trainer: Trainer, timed: list[dict], seconds: list[float], pea
     real, padded = (sum(f) for f in zip(*(measure.batch_flops(cfg, b) for b in timed)))
     total = sum(seconds)
     return {
+        "arch": family_name(cfg),
         "timed_steps": len(timed), "timed_target_tokens": tokens, "model_weight_sum": metrics_weight,
         "timed_pairs": pairs, "seconds": total, "tokens_per_sec": tokens / total,
         "pairs_per_sec": pairs / total, "step_ms_median": 1e3 * float(np.median(seconds)),
@@ -259,6 +345,7 @@ def _summary(cfg, trainer: Trainer, timed: list[dict], seconds: list[float], pea
 
 
 def _print_summary(r: dict[str, Any]) -> None:
+    print(f"model.arch={r['arch']}, scorer {r['model']['scorer']}")
     print(f"{r['timed_target_tokens']} real target tokens ({r['timed_pairs']} pairs) in "
           f"{r['timed_steps']} steps, {r['seconds']:.1f} s: {r['tokens_per_sec']:.0f} tok/s, "
           f"{r['pairs_per_sec']:.1f} pairs/s, median step {r['step_ms_median']:.0f} ms")
@@ -313,7 +400,7 @@ def run_workload(options: dict[str, Any], peak: float) -> dict[str, Any]:
     batches = [workload_batch(src, tgt, order[b * i:b * (i + 1)], options["pad_multiple"])
                for i in range(options["warmup"] + options["steps"])]
     max_len = max(x["src"].shape[-1] for x in batches)
-    cfg, _ = _options_model(options, options["scorers"][0], src_vocab, tgt_vocab, max_len)
+    cfg, _ = _options_model(options, scorers(options)[0], src_vocab, tgt_vocab, max_len)
     trainer = Trainer(cfg, 1, len(batches))
     for batch in batches:
         trainer.compile(batch)
@@ -340,16 +427,17 @@ def run_pipeline(options: dict[str, Any], peak: float) -> dict[str, Any]:
     config = config_lib.load_config_file(path)
     with tempfile.TemporaryDirectory() as workdir:
         data = data_lib.load(config.data, workdir)
-    if options["config_model"]:
-        cfg = rnn.ModelConfig.from_config(config.model, src_vocab_size=data.src_vocab.size,
-                                             tgt_vocab_size=data.tgt_vocab.size,
-                                             max_source_len=max(data.buckets))
+    train = None
+    if options["config_model"]:  # The model (any family) and train step of a training run.
+        cfg = config_lib.derive(config, src_vocab_size=data.src_vocab.size,
+                                tgt_vocab_size=data.tgt_vocab.size, steps_per_epoch=1).model
+        train = config.train
     else:
-        cfg, _ = _options_model(options, options["scorers"][0], data.src_vocab.size,
+        cfg, _ = _options_model(options, scorers(options)[0], data.src_vocab.size,
                                 data.tgt_vocab.size, max(data.buckets))
     sizes = data_lib.batch_sizes(config.data, data.buckets)
     per_epoch = data_lib.steps_per_epoch(data, sizes)
-    trainer = Trainer(cfg, 1, per_epoch)
+    trainer = Trainer(cfg, 1, per_epoch, train)
     batches = data_lib.train_batches(data, sizes, [config.train.seed])
     epoch = [next(batches) for _ in range(per_epoch)]
     for batch in {trainer._key(b): b for b in epoch}.values():  # Compile and warm each shape.
@@ -374,16 +462,16 @@ def run_decode(options: dict[str, Any]) -> dict[str, Any]:
     from attn_jax.data import sources
     translator = translate.Translator(options["workdir"], beam_size=options["beam_size"])
     with open(os.path.join(options["workdir"], "config.json")) as f:
-        data_cfg = config_lib.from_saved(json.load(f)).data
-    lines = [p.src for p in sources.read_raw_splits(data_cfg)["test"]]
+        config = config_lib.from_saved(json.load(f))
+    lines = [p.src for p in sources.read_raw_splits(config.data)["test"]]
     translator.translate(lines)  # Compiles every bucket shape.
     t = time.perf_counter()
     translator.translate(lines)
     seconds = time.perf_counter() - t
-    print(f"beam {options['beam_size']}: {len(lines)} test sentences in {seconds:.1f} s = "
-          f"{len(lines) / seconds:.1f} sentences/s")
-    return {"beam_size": options["beam_size"], "sentences": len(lines), "seconds": seconds,
-            "sentences_per_sec": len(lines) / seconds}
+    print(f"model.arch={config.model.arch}, beam {options['beam_size']}: {len(lines)} test "
+          f"sentences in {seconds:.1f} s = {len(lines) / seconds:.1f} sentences/s")
+    return {"arch": config.model.arch, "beam_size": options["beam_size"], "sentences": len(lines),
+            "seconds": seconds, "sentences_per_sec": len(lines) / seconds}
 
 
 # ---------------------------------------------------------------------------------- synthetic
@@ -417,9 +505,10 @@ def make_batch(seed: int, num_seeds: int, batch_size: int, src_len: int, tgt_len
 
 
 def run_synthetic(options: dict[str, Any], peak: float) -> list[dict[str, Any]]:
+    print(f"model.arch={options['arch']}")
     print(_HEADER)
     rows = []
-    for scorer in options["scorers"]:
+    for scorer in scorers(options):
         cfg, adjusted = _options_model(options, scorer, options["src_vocab"],
                                        options["tgt_vocab"], options["src_len"])
         base_ms = None
@@ -611,6 +700,7 @@ def run_long(options: dict[str, Any]) -> dict[str, Any]:
 
 def run(options: dict[str, Any]) -> dict[str, Any]:
     """All figures of one mode (a dict of the flags above); prints as it goes."""
+    options = {**options, "scorers": scorers(options)}  # The JSON names the scorers timed.
     device = jax.devices()[0]
     machine = measure.machine_info()
     head = {"device": f"{device.platform}: {device.device_kind}", "backend": jax.default_backend(),
@@ -636,6 +726,33 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
     return {**head, **result}
 
 
+def _check_model_flags(options: dict[str, Any], given: set[str]) -> None:
+    """Refuses model flags the run would ignore (`given`: the flags set on the command line) and
+    a model its family refuses, before anything is compiled: --arch where the model is not the
+    flags' (decode: the run's; long: the RNN's; --config_model: the config's), and the size
+    flags only another family reads (`arch.ARCHS[...].only`), as training refuses those fields."""
+    own = options["mode"] in ("workload", "synthetic") or (
+        options["mode"] == "pipeline" and not options["config_model"])
+    if not own:
+        if "arch" in given:
+            raise app.UsageError(f"--arch does not apply to --mode={options['mode']}"
+                                 f"{' --config_model' if options['config_model'] else ''}: "
+                                 "decode times the run's own model, pipeline --config_model the "
+                                 "config's, long the RNN's additive attention.")
+        return
+    family = arch_lib.get(options["arch"])
+    others = {f for entry in arch_lib.ARCHS.values() for f in entry.only} - set(family.only)
+    ignored = sorted(others & given)
+    if ignored:
+        raise app.UsageError(f"--arch={options['arch']} does not read "
+                             f"{', '.join('--' + f for f in ignored)} (another family's sizes).")
+    for scorer in scorers(options):
+        try:
+            _options_model(options, scorer, 8, 8, 8)
+        except ValueError as e:
+            raise app.UsageError(f"--arch={options['arch']} --scorers={scorer}: {e}") from None
+
+
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -651,6 +768,7 @@ def main(argv: Sequence[str]) -> None:
     if FLAGS.mode == "decode" and not FLAGS.workdir:
         raise app.UsageError("--mode=decode needs --workdir=RUN (a finished training run).")
     options = {name: FLAGS[name].value for name in _FLAG_NAMES}
+    _check_model_flags(options, {name for name in _FLAG_NAMES if FLAGS[name].present})
     result = run(options)
     if FLAGS.json_out:
         Path(FLAGS.json_out).write_text(json.dumps(result, indent=1, default=str))

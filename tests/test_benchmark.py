@@ -1,11 +1,16 @@
-"""The benchmark at tiny shapes: the real-batch workload reader and batches, the FLOP model, each
-mode end to end (JSON figures, only real target tokens counted), the matmul FLOP counter and the
-machine description written beside every figure.
+"""The benchmark at tiny shapes: the real-batch workload reader and batches, the FLOP models (the
+RNN's from its jaxpr, the Transformer's closed formula against a hand count and its jaxpr), each
+mode end to end (JSON figures, only real target tokens counted): the RNN in the workload,
+pipeline and synthetic modes, the Transformer in the synthetic mode (K = 2 replicas) and the
+decode mode; both families' figures through the modes' loops with the step faked, the model
+flags' checks, the matmul FLOP counter and the machine description written beside every figure.
 
 The end-to-end runs compile the real train step, which dominates this file's time: the workload
-run pads to one shape, and the synthetic run's first row uses the workload run's model and shape,
-so the session's compilation cache (conftest.py) serves it."""
+run pads to one shape, and the RNN's synthetic run uses the workload run's model and shape, so
+the session's compilation cache (conftest.py) serves it; the Transformer's runs are one layer,
+one compiled shape each."""
 
+import dataclasses
 import json
 import os
 
@@ -13,13 +18,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from absl import flags
+from absl import app, flags
 from absl import logging as absl_logging
 
 from attn_jax import benchmark
-from attn_jax.model import rnn
+from attn_jax.data import sources
+from attn_jax.data import vocab as vocab_lib
+from attn_jax.model import arch, rnn, transformer
+from attn_jax.run import checkpoint, measure
 from attn_jax.run import config as config_lib
-from attn_jax.run import measure
+from tests.run_helpers import random_run_state
 
 TINY = dict(hidden_size=16, batch_size=4, src_vocab=50, tgt_vocab=50, steps=2, warmup=1,
             matmul_size=128)
@@ -83,6 +91,7 @@ def test_workload_mode_end_to_end_with_profile(tmp_path):
                "--pad_multiple=16", f"--profile_dir={tmp_path / 'trace'}",
                *[f"--{k}={v}" for k, v in TINY.items()]])
     r = json.loads(out.read_text())
+    assert r["arch"] == "rnn" and r["options"]["scorers"] == ["additive"]  # the family's default
     src, tgt, order, _, _ = benchmark.read_workload(str(tmp_path))
     timed = order[4:12]  # batches 1 and 2 of 4 pairs after one warmup batch
     assert r["timed_target_tokens"] == sum(len(tgt[i]) + 1 for i in timed)
@@ -109,7 +118,7 @@ def test_pipeline_mode_times_one_epoch_of_the_configs_batches(tmp_path, monkeypa
     # up with pairs from the same bucket, so an epoch is every pair once plus < 16 per bucket.
     assert 400 <= r["timed_pairs"] < 400 + 2 * 16 and r["timed_pairs"] <= 16 * r["timed_steps"]
     assert r["model_weight_sum"] == r["timed_target_tokens"] > 400
-    assert r["tokens_per_sec"] > 0 and len(r["compile_s"]) >= 1
+    assert r["tokens_per_sec"] > 0 and len(r["compile_s"]) >= 1 and r["arch"] == "rnn"
     _check_machine(r)
 
 
@@ -145,28 +154,64 @@ def test_flop_counts_match_the_counts_before_the_split():
 
 
 def test_synthetic_mode_rows(tmp_path):
-    """The real step at K = 1 and K = 2 vmapped replicas. Vocabulary, lengths and batch are the
-    workload test's model and padded shape, so K = 1 comes from the compilation cache."""
+    """The real step of the RNN; vocabulary, lengths and batch are the workload test's model and
+    padded shape, so it comes from the compilation cache (K > 1 replicas: the Transformer's test
+    below)."""
     out = tmp_path / "bench.json"
-    _run_main(["--mode=synthetic", "--scorers=additive", "--num_seeds=2,1", "--src_len=16",
+    _run_main(["--mode=synthetic", "--scorers=additive", "--num_seeds=1", "--src_len=16",
                "--tgt_len=16", "--src_vocab=24", "--tgt_vocab=24", f"--json_out={out}",
                *[f"--{k}={v}" for k, v in TINY.items() if k not in ("src_vocab", "tgt_vocab")]])
     r = json.loads(out.read_text())
-    rows = r["rows"]
-    assert [(r["scorer"], r["num_seeds"]) for r in rows] == [("additive", 1), ("additive", 2)]
+    (row,) = r["rows"]
+    assert (row["arch"], row["scorer"], row["num_seeds"]) == ("rnn", "additive", 1)
+    batch = benchmark.make_batch(0, 1, 4, 16, 16, 24, 24)
+    assert row["model_weight_sum"] == row["target_tokens_per_step"] == int(
+        (batch["tgt_out"] != rnn.PAD).sum())
+    assert row["step_ratio_to_smallest_k"] == 1.0
+    assert row["tokens_per_sec"] > 0 and not row["dot_adjusted"]
+    _check_machine(r)
+
+
+def test_synthetic_mode_times_the_transformer_at_two_replicas(tmp_path):
+    """The Transformer's real train step (1 layer, 2 heads) vmapped over K = 2 replicas: the
+    same figures as the RNN's rows, `arch` among them, the step's own token count of both
+    replicas, FLOPs by the Transformer's formula at each pair's lengths."""
+    out = tmp_path / "bench.json"
+    _run_main(["--mode=synthetic", "--arch=transformer", "--layers=1", "--num_heads=2",
+               "--num_seeds=2", "--src_len=16", "--tgt_len=16", "--src_vocab=24",
+               "--tgt_vocab=24", f"--json_out={out}",
+               *[f"--{k}={v}" for k, v in TINY.items() if k not in ("src_vocab", "tgt_vocab")]])
+    r = json.loads(out.read_text())
+    (row,) = r["rows"]
+    assert (row["arch"], row["scorer"], row["num_seeds"]) == ("transformer", "scaled_dot", 2)
+    assert r["options"]["scorers"] == ["scaled_dot"]  # the family's default
+    assert {k: row["model"][k] for k in ("layers", "num_heads", "d_model", "d_ff")} == {
+        "layers": 1, "num_heads": 2, "d_model": 16, "d_ff": 64}
     batch = benchmark.make_batch(0, 2, 4, 16, 16, 24, 24)
-    assert rows[1]["target_tokens_per_step"] == int((batch["tgt_out"] != rnn.PAD).sum())
-    assert rows[1]["model_weight_sum"] == rows[1]["target_tokens_per_step"]  # both replicas
-    assert rows[0]["step_ratio_to_smallest_k"] == 1.0
-    assert all(r["tokens_per_sec"] > 0 and not r["dot_adjusted"] for r in rows)
+    tokens = int((batch["tgt_out"] != rnn.PAD).sum())
+    assert row["model_weight_sum"] == row["target_tokens_per_step"] == tokens  # both replicas
+    cfg = transformer.TransformerConfig(src_vocab_size=24, tgt_vocab_size=24, layers=1,
+                                        num_heads=2, d_model=16, d_ff=64)
+    assert row["real_flops_per_token"] == pytest.approx(measure.batch_flops(cfg, batch)[0] / tokens)
+    assert 0 < row["real_flops_per_token"] < row["padded_flops_per_token"]
+    assert row["fraction_of_peak"] == pytest.approx(
+        row["achieved_flops_per_sec"] / r["matmul_peak_flops_per_sec"])
+    assert row["tokens_per_sec"] > 0 and row["compile_s_total"] > 0 and row["xla_mb"] > 0
     _check_machine(r)
 
 
 class _FakeTrainer:
     """Trainer's interface without compiling: 10 ms steps whose weight is the batch's tokens."""
 
-    def __init__(self, cfg, num_seeds, total_steps):
+    def __init__(self, cfg, num_seeds, total_steps, train=None):
         self.cfg, self.compile_s, self.xla_bytes = cfg, {"shape": 0.0}, {"shape": 2**20}
+        self.train, self.compiled = train, {}
+
+    def _key(self, batch):
+        return batch["src"].shape
+
+    def compile(self, batch):
+        self.compiled[self._key(batch)] = None
 
     def run(self, batch):
         return 0.01, {"weight": (batch["tgt_out"] != rnn.PAD).sum(-1)}
@@ -191,6 +236,190 @@ def test_synthetic_rows_per_scorer_and_replica_count(monkeypatch):
                                     "num_seeds": ["1"]}, peak=1e9)
     assert [r["dot_adjusted"] for r in rows] == [False, True]
     assert rows[1]["model"]["encoder_hidden"] == 8
+
+
+# ------------------------------------------------------------------------------ the Transformer
+
+
+def _mm(m, k, n):
+    """FLOPs of one [m, k] @ [k, n] matmul."""
+    return 2 * m * k * n
+
+
+def test_transformer_flops_match_a_hand_count():
+    """Every matmul of a 1-layer Transformer (d = 4, H = 2 heads of 2, d_ff = 6, V = 5) on one
+    pair of S = 3 source and T = 2 target tokens, written out; the train step is 3 x forward."""
+    cfg = transformer.TransformerConfig(src_vocab_size=7, tgt_vocab_size=5, layers=1,
+                                        num_heads=2, d_model=4, d_ff=6)
+    s, t = 3, 2
+    encoder = (_mm(s, 4, 12)  # q, k, v in one matmul
+               + 2 * _mm(s, 2, s) + 2 * _mm(s, s, 2)  # scores, context: 2 heads of d_h = 2
+               + _mm(s, 4, 4)  # output projection
+               + _mm(s, 4, 6) + _mm(s, 6, 4))  # feed-forward
+    decoder = (_mm(t, 4, 12) + 2 * _mm(t, 2, t) + 2 * _mm(t, t, 2) + _mm(t, 4, 4)  # self (T x T)
+               + _mm(t, 4, 4) + 2 * _mm(s, 4, 4)  # cross: queries; keys, values of the source
+               + 2 * _mm(t, 2, s) + 2 * _mm(t, s, 2) + _mm(t, 4, 4)  # cross scores, context, out
+               + _mm(t, 4, 6) + _mm(t, 6, 4)  # feed-forward
+               + _mm(t, 4, 5))  # output projection
+    assert encoder + decoder == 1824
+    coefficients = measure.flop_polynomial(cfg)
+    assert measure.pair_count(coefficients, s, t) == 3 * 1824
+    # General: a learned G_h per head on every source token's key, [S, 2] @ [2, 2] per head.
+    general = measure.flop_polynomial(dataclasses.replace(cfg, scorer="general"))
+    assert measure.pair_count(general, s, t) == 3 * (1824 + 2 * _mm(s, 2, 2))
+    # Real: each pair at its own lengths; padded: at the batch's shape [4, 4].
+    batch = {"src": np.array([[5, 5, 5, 0], [5, 0, 0, 0]]),
+             "tgt_out": np.array([[5, 2, 0, 0], [5, 5, 5, 2]])}
+    real, padded = measure.batch_flops(cfg, batch)
+    assert real == measure.pair_count(coefficients, 3, 2) + measure.pair_count(coefficients, 1, 4)
+    assert padded == 2 * measure.pair_count(coefficients, 4, 4)
+
+
+def test_transformer_flop_formula_matches_its_jaxpr():
+    """The formula against the traced forward + backward of the teacher-forced model (2 layers)
+    on one unpadded pair. Additive cross-attention: its context is mixed from the weights it
+    returns (the dot family's goes through dot_product_attention, and its jaxpr also holds the
+    returned weights' scores, which a train step ignoring them never computes)."""
+    cfg = transformer.TransformerConfig(src_vocab_size=13, tgt_vocab_size=11, layers=2,
+                                        num_heads=2, d_model=8, d_ff=12, scorer="additive")
+    model = transformer.Transformer(cfg)
+    params = jax.eval_shape(lambda: transformer.init_params(model, jax.random.key(0), 4))
+    s, t = 5, 3
+    src, tgt = jnp.ones((1, s), jnp.int32), jnp.ones((1, t), jnp.int32)
+    grad = jax.grad(lambda p: model.apply({"params": p}, src, tgt)[0].sum())
+    traced = measure.matmul_flops(jax.make_jaxpr(grad)(params).jaxpr)
+    assert traced == measure.pair_count(measure.flop_polynomial(cfg), s, t)
+
+
+def test_every_family_has_a_flop_model_and_size_flags():
+    assert set(measure.FLOP_MODELS) == {entry.config for entry in arch.ARCHS.values()}
+    assert set(benchmark.FAMILY_OPTIONS) == set(arch.ARCHS)
+    assert set(benchmark.FLAGS["arch"].parser.enum_values) == set(arch.ARCHS)
+    assert benchmark.family_default("transformer", "scorer") == "scaled_dot"
+    assert benchmark.family_default("rnn", "scorer") == "additive"
+
+
+def test_transformer_size_flags_derive_the_model_as_training_does():
+    """--d_model / --d_ff / --layers / --num_heads are those `config.model` fields; --hidden_size
+    > 0 leaves d_model = hidden_size and d_ff = 4 · d_model, as --config.model.hidden_size does."""
+    config = config_lib.load_config_file(os.path.join(config_lib.REPO, "configs/transformer.py"))
+    config.model.update(hidden_size=24, num_heads=2, layers=3, dropout=0.0)
+    want = arch.model_config(config.model, src_vocab_size=30, tgt_vocab_size=20,
+                             max_source_len=10, max_decode_extra=config.eval.max_decode_extra)
+    options = {**benchmark.default_options(), "arch": "transformer", "hidden_size": 24,
+               "num_heads": 2, "layers": 3}
+    got, adjusted = benchmark._options_model(options, "scaled_dot", 30, 20, 10)
+    assert got == want and not adjusted and (got.d_model, got.d_ff) == (24, 96)
+    got, _ = benchmark._options_model({**options, "hidden_size": 0, "d_model": 32, "d_ff": 40},
+                                      "additive", 30, 20, 10)
+    assert (got.d_model, got.d_ff, got.scorer) == (32, 40, "additive")
+    got, _ = benchmark._options_model({**benchmark.default_options(), "arch": "transformer"},
+                                      "scaled_dot", 30, 20, 10)
+    assert (got.layers, got.d_model, got.d_ff, got.num_heads) == (2, 512, 2048, 4)
+
+
+def test_workload_figures_have_the_same_keys_for_every_family(tmp_path, monkeypatch):
+    """The workload mode's loop (the train step faked) gives the same figures for the RNN and the
+    Transformer, `arch` among them; the Transformer's FLOPs are its formula at each timed pair's
+    own lengths (the RNN's FLOP model is faked here: test_flop_model_is_exact_bilinear_in_lengths)."""
+    _write_workload(tmp_path)
+    monkeypatch.setattr(benchmark, "Trainer", _FakeTrainer)
+    monkeypatch.setattr(measure, "flop_coefficients", lambda cfg: (1.0, 2.0, 3.0, 4.0))
+    options = {**benchmark.default_options(), "workload": str(tmp_path), "pad_multiple": 16,
+               **TINY}
+    rnn_figures = benchmark.run_workload(options, peak=1e9)
+    figures = benchmark.run_workload({**options, "arch": "transformer", "num_heads": 2},
+                                     peak=1e9)
+    assert set(figures) == set(rnn_figures) and "arch" in figures
+    assert (rnn_figures["arch"], figures["arch"]) == ("rnn", "transformer")
+    assert figures["model"]["d_model"] == 16 and figures["model"]["scorer"] == "scaled_dot"
+    src, tgt, order, _, tgt_vocab = benchmark.read_workload(str(tmp_path))
+    coefficients = measure.flop_polynomial(transformer.TransformerConfig(
+        src_vocab_size=24, tgt_vocab_size=tgt_vocab, layers=2, num_heads=2, d_model=16, d_ff=64))
+    timed = order[4:12]  # batches 1 and 2 of 4 pairs after one warmup batch
+    tokens = sum(len(tgt[i]) + 1 for i in timed)
+    assert figures["timed_target_tokens"] == tokens
+    assert figures["real_flops_per_token"] == pytest.approx(sum(
+        measure.pair_count(coefficients, len(src[i]) + 1, len(tgt[i]) + 1) for i in timed) / tokens)
+    assert figures["fraction_of_peak"] == pytest.approx(figures["achieved_flops_per_sec"] / 1e9)
+
+
+def test_pipeline_config_model_trains_the_configs_own_model(tmp_path, monkeypatch):
+    """--config_model: the config's model, of its own family (configs/transformer.py:tiny: a
+    Transformer), and its train section (label smoothing 0.1) for the step (faked here; the
+    pipeline's epoch with a real step: test_pipeline_mode_times_one_epoch_of_the_configs_batches)."""
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    trainers = []
+    monkeypatch.setattr(benchmark, "Trainer",
+                        lambda *args: trainers.append(_FakeTrainer(*args)) or trainers[-1])
+    options = {**benchmark.default_options(), "mode": "pipeline", "config_model": True,
+               "config": "configs/transformer.py:tiny", "matmul_size": 128}
+    figures = benchmark.run_pipeline(options, peak=1e9)
+    config = config_lib.load_config_file(
+        os.path.join(config_lib.REPO, "configs/transformer.py:tiny"))
+    assert figures["arch"] == "transformer" and isinstance(trainers[0].cfg,
+                                                           transformer.TransformerConfig)
+    assert {k: figures["model"][k] for k in ("layers", "d_model", "num_heads", "scorer",
+                                             "dropout")} == {
+        "layers": 2, "d_model": 16, "num_heads": 4, "scorer": "scaled_dot", "dropout": 0.1}
+    assert trainers[0].train.label_smoothing == config.train.label_smoothing == 0.1
+    assert 400 <= figures["timed_pairs"] < 400 + 2 * 16
+
+
+def test_synthetic_transformer_rows(monkeypatch):
+    """Rows of the Transformer per scorer and K (the step faked): the family's scorer by default,
+    `arch` and the model in every row."""
+    monkeypatch.setattr(benchmark, "Trainer", _FakeTrainer)
+    options = {**benchmark.default_options(), "arch": "transformer", "num_seeds": ["1", "2"],
+               "src_len": 8, "tgt_len": 8, **TINY}
+    rows = benchmark.run_synthetic(options, peak=1e9)
+    assert [(r["arch"], r["scorer"], r["num_seeds"]) for r in rows] == [
+        ("transformer", "scaled_dot", 1), ("transformer", "scaled_dot", 2)]
+    rows = benchmark.run_synthetic({**options, "scorers": ["additive", "general"],
+                                    "num_seeds": ["1"]}, peak=1e9)
+    assert [(r["model"]["scorer"], r["dot_adjusted"]) for r in rows] == [
+        ("additive", False), ("general", False)]
+    assert rows[1]["real_flops_per_token"] > rows[0]["real_flops_per_token"]  # G_h per head
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--arch=transformer", "--cell=lstm"], r"--arch=transformer does not read --cell"),
+    (["--layers=3", "--d_model=64"], r"--arch=rnn does not read --d_model, --layers"),
+    (["--arch=transformer", "--scorers=location"], r"--scorers=location: .*location"),
+    (["--arch=transformer", "--d_model=16", "--num_heads=3"], r"num_heads=3 does not divide"),
+    (["--mode=decode", "--workdir=RUN", "--arch=transformer"], r"--arch does not apply"),
+    (["--mode=pipeline", "--config_model", "--arch=transformer"], r"--arch does not apply"),
+])
+def test_model_flags_another_family_or_mode_ignores_are_refused(argv, message):
+    with pytest.raises(app.UsageError, match=message):
+        _run_main(argv)
+
+
+def test_decode_mode_times_beam_search_of_a_transformer_run(tmp_path, capsys):
+    """Beam 5 over the test split of a tiny Transformer run (random parameters, checkpointed at
+    step 3; one bucket of 24 tokens, longer sentences truncated, so one compiled shape): every
+    test sentence decoded."""
+    workdir = str(tmp_path / "run")
+    os.makedirs(workdir)
+    config = config_lib.load_config_file(
+        os.path.join(config_lib.REPO, "configs/transformer.py:tiny"))
+    config.data.tfds_dir = str(tmp_path / "tfds")
+    config.data.buckets = (24,)
+    config.model.update(layers=1, num_heads=2)
+    splits = sources.read_raw_splits(config.data)
+    src_vocab, tgt_vocab = vocab_lib.load_or_build_vocabs(config.data, workdir, splits["train"],
+                                                          {})
+    _, state = random_run_state(workdir, config, src_vocab.size, tgt_vocab.size, scale=0.3)
+    ckpts = checkpoint.Checkpoints(workdir, 2)
+    ckpts.save(3, state)
+    ckpts.close()
+    out = tmp_path / "decode.json"
+    _run_main(["--mode=decode", f"--workdir={workdir}", "--beam_size=5", f"--json_out={out}"])
+    r = json.loads(out.read_text())
+    assert r["arch"] == "transformer" and r["beam_size"] == 5
+    assert r["sentences"] == len(splits["test"]) == 50 and r["sentences_per_sec"] > 0
+    assert "model.arch=transformer, beam 5: 50 test sentences" in capsys.readouterr().out
+    _check_machine(r)
 
 
 def test_make_batch_follows_token_conventions():

@@ -1,11 +1,16 @@
 """What a speed figure is made of: matmul FLOP counts, memory readings, the machine it ran on.
 
-`matmul_flops` counts a jaxpr's dot_general FLOPs; `flop_coefficients` fits the step-by-step
-reference model's (`rnn.step_by_step_loss`, forward and backward) count for one sentence pair
-as a + b·S + c·T + d·S·T, exact for S source and T target tokens (encoder and keys grow with
-S, decoder and output with T, attention with S·T), and `batch_flops` applies it to a batch:
-`real` at each pair's own lengths (the work a padding-free implementation must do), `padded`
-at the batch's padded shape (the work a model computed over every padded position does).
+`matmul_flops` counts a jaxpr's dot_general FLOPs. `flop_polynomial` gives, per model family
+(`FLOP_MODELS`, one entry per `arch.ARCHS` config class), the forward + backward matmul FLOPs of
+one sentence pair of S source and T target tokens as a + b·S + c·T + d·S·T + e·S² + f·T²:
+* the RNN (`flop_coefficients`): the step-by-step reference model's (`rnn.step_by_step_loss`)
+  count, fitted from its jaxpr (exactly bilinear: encoder and keys grow with S, decoder and
+  output with T, attention with S·T; e = f = 0);
+* the Transformer (`transformer_flop_coefficients`): a closed formula, written out in its
+  docstring (self-attention adds the S² and T² terms).
+`batch_flops` applies it to a batch: `real` at each pair's own lengths (the work a padding-free
+implementation must do), `padded` at the batch's padded shape (the work a model computed over
+every padded position does).
 `matmul_peak` measures a jitted f32 matmul's FLOP/s, the yardstick for "fraction of peak".
 `host_peak_bytes` is the process's resident high-water mark, `xla_bytes` a compiled program's
 buffers. `machine_info` states the machine beside every figure: CPU model and the flags that
@@ -29,7 +34,7 @@ import jax.extend.core as jex_core
 import jax.numpy as jnp
 import numpy as np
 
-from attn_jax.model import rnn
+from attn_jax.model import arch, rnn, transformer
 
 # ------------------------------------------------------------------------------------ FLOPs
 
@@ -86,14 +91,74 @@ def flop_coefficients(cfg: rnn.ModelConfig) -> tuple[float, float, float, float]
     return f11 - b * s1 - c * t1 - d * s1 * t1, b, c, d
 
 
-def batch_flops(cfg: rnn.ModelConfig, batch: dict[str, np.ndarray]) -> tuple[float, float]:
+def transformer_flop_coefficients(cfg: transformer.TransformerConfig) -> tuple[float, ...]:
+    """(a, b, c, d, e, f): forward + backward matmul FLOPs of one pair of S source and T target
+    tokens through the Transformer = a + b·S + c·T + d·S·T + e·S² + f·T².
+
+    Notation as in `attn_jax.model.transformer`: L layers per stack, d = d_model, d_ff, H heads
+    of d_h = d / H, V = target vocabulary; a matmul [m, k] @ [k, n] is 2·m·k·n FLOPs. Forward:
+
+        per source token, per encoder layer:   q, k, v, out projections 8·d²  +  FFN 4·d·d_ff
+                          per decoder layer:   cross-attention keys, values 4·d²
+                                               (+ G_h per head, 2·d·d_h, for general / scaled_general)
+        per target token, per decoder layer:   self q, k, v, out 8·d²  +  cross q, out 4·d²
+                                               +  FFN 4·d·d_ff
+                          once:                output projection 2·d·V
+        attention, per layer and head, by the actual lengths (scores q·k and context Σ α v,
+        2·d_h each per query-key pair, so 4·d per pair over the H heads):
+                          encoder self-attention 4·d·S²,  decoder self-attention 4·d·T²,
+                          cross-attention 4·d·S·T
+
+    so the forward count is
+        F = L·(12·d² + 4·d·d_ff + g)·S + (L·(12·d² + 4·d·d_ff) + 2·d·V)·T + 4·L·d·(S² + T² + S·T)
+    with g = 2·d·d_h for a bilinear cross-attention score, else 0. Every matmul's inputs both
+    need gradients (the first ones' inputs come from the embeddings), so the backward pass is
+    twice the forward and the train step costs 3·F: (a, b, c, d, e, f) = (0, 3·L·(12·d² +
+    4·d·d_ff + g), 3·(L·(12·d² + 4·d·d_ff) + 2·d·V), 12·L·d, 12·L·d, 12·L·d).
+
+    Conventions: the decoder's causal T×T scores count in full (what dense attention computes,
+    and the usual MFU convention; a kernel that skips the masked half does about 2·L·d·T²
+    fewer per pass); additive cross-attention counts its vᵀ tanh(q + k) reduction as the dot family's
+    score (2·d_h per pair and head), not its adds and tanh; embeddings (gathers), LayerNorm,
+    softmax and the loss are not matmuls. Tied embeddings change no count."""
+    layers, dm = cfg.layers, cfg.d_model
+    bilinear = 2.0 * dm * cfg.d_head if transformer.CROSS_SCORERS[cfg.scorer].bilinear else 0.0
+    stack = 12.0 * dm * dm + 4.0 * dm * cfg.d_ff  # Per token and layer, either stack.
+    attention = 3.0 * 4.0 * layers * dm  # Per query-key pair (all layers and heads).
+    return (0.0, 3.0 * layers * (stack + bilinear),
+            3.0 * (layers * stack + 2.0 * dm * cfg.tgt_vocab_size),
+            attention, attention, attention)
+
+
+def _rnn_polynomial(cfg: rnn.ModelConfig) -> tuple[float, ...]:
+    return (*flop_coefficients(cfg), 0.0, 0.0)
+
+
+# Per model family (the config classes of `arch.ARCHS`): its FLOP polynomial.
+FLOP_MODELS = {rnn.ModelConfig: _rnn_polynomial,
+               transformer.TransformerConfig: transformer_flop_coefficients}
+
+
+def flop_polynomial(cfg: Any) -> tuple[float, ...]:
+    """(a, b, c, d, e, f): forward + backward matmul FLOPs of one pair of S source and T target
+    tokens = a + b·S + c·T + d·S·T + e·S² + f·T², for a derived config of any family."""
+    return FLOP_MODELS[arch.of(cfg).config](cfg)
+
+
+def pair_count(coefficients: tuple[float, ...], s, t):
+    """The polynomial of `flop_polynomial` at S = s, T = t (numbers or arrays)."""
+    a, b, c, d, e, f = coefficients
+    return a + b * s + c * t + d * s * t + e * s * s + f * t * t
+
+
+def batch_flops(cfg: Any, batch: dict[str, np.ndarray]) -> tuple[float, float]:
     """(real, padded) FLOPs of a batch [..., B, L]: each pair at its own lengths / at L."""
-    a, b, c, d = flop_coefficients(cfg)
+    coefficients = flop_polynomial(cfg)
     s = (batch["src"] != rnn.PAD).sum(-1).astype(np.float64)
     t = (batch["tgt_out"] != rnn.PAD).sum(-1).astype(np.float64)
-    real = float(np.sum(a + b * s + c * t + d * s * t))
+    real = float(np.sum(pair_count(coefficients, s, t)))
     sp, tp = batch["src"].shape[-1], batch["tgt_out"].shape[-1]
-    return real, float(s.size * (a + b * sp + c * tp + d * sp * tp))
+    return real, float(s.size * pair_count(coefficients, float(sp), float(tp)))
 
 
 def matmul_peak(n: int, reps: int = 5) -> float:
