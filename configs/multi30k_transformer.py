@@ -16,9 +16,9 @@ inverse-square-root schedule.
 Target: >= 38 test_2016_flickr BLEU (beam 5, sacreBLEU cased), with the whole command within
 30 minutes on a 2-core CPU. Not measured yet, and not yet fitted to that budget: the size was
 chosen from a matmul FLOP count against configs/multi30k.py's RNN, which underestimates this
-model's step time on a CPU; expect to shrink it (layers, epochs) after a first timed run. Whoever runs it: commit
-results.json, metrics.jsonl and config.json under experiments/multi30k/results/ with the
-command, and the wall time from results.json.
+model's step time on a CPU; expect to shrink it (layers, epochs) after a first timed run.
+Whoever runs it: commit results.json, metrics.jsonl and config.json under
+experiments/multi30k/results/ with the command, and the wall time from results.json.
 Smoke run (a minute): --config=configs/multi30k_transformer.py:tiny.
 """
 

@@ -61,3 +61,7 @@ def test_mean_metrics_over_replicas():
     assert workdir.mean_metrics(per_seed) == {
         "bleu": 15.0, "aer": None, "bleu_by_length": {"1-10": 6.0, "41+": None},
         "bleu_signature": "sig", "num_sentences": 5.0}
+    # A string the replicas disagree on (each seed's best head) is no one's: None.
+    heads = [{"best_head": "L1H2", "aer_best_head": 0.2}, {"best_head": "L2H1", "aer_best_head": 0.4}]
+    assert workdir.mean_metrics(heads) == {"best_head": None, "aer_best_head": pytest.approx(0.3)}
+    assert workdir.mean_metrics(heads[:1] * 2)["best_head"] == "L1H2"

@@ -154,7 +154,9 @@ def window_metrics(window: list[dict[str, Any]], seconds: float, lr: float) -> l
 
 def mean_metrics(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     """The mean over replicas of each number (bucket by bucket for a dict; None where any replica
-    has None); anything else (a signature string, a bool) from the first replica."""
+    has None); anything else (a signature string, a bool) where every replica has the same, else
+    None (e.g. `best_head` when the seeds' best heads differ: `aer_best_head` is then the mean of
+    each seed's own best head, and the per-seed entries name them)."""
     out = {}
     for key, value in per_seed[0].items():
         if isinstance(value, dict):
@@ -165,5 +167,5 @@ def mean_metrics(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         elif value is None:
             out[key] = None
         else:
-            out[key] = value
+            out[key] = value if all(p[key] == value for p in per_seed) else None
     return out
