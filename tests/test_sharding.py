@@ -2,7 +2,7 @@
 
 Runs happen in worker processes (tests/sharding_worker.py) started with forced CPU host devices
 (XLA_FLAGS=--xla_force_host_platform_device_count=N) or as two jax.distributed processes; every
-run is configs/default.py:tiny (one bucket) for 20 steps with the same global batch of 16
+run is configs/default.py:tiny (one bucket) for 12 steps with the same global batch of 16
 sentences, so each must log the losses of the 1-device run. The 1-device reference is replica 0
 of a K = 2 vmapped run on one device (tests/test_train.py proves a replica equal to its separate
 run), final metrics from the last parameters (the best checkpoint of K replicas follows their
@@ -26,7 +26,7 @@ from attn_jax.run import sharding
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "sharding_worker.py")
 # One bucket: each layout compiles its programs once (the buckets' own tests: test_data.py).
-STEPS = {"train.num_steps": 20, "data.buckets": (72,), "eval.use_best": False,
+STEPS = {"train.num_steps": 12, "data.buckets": (72,), "eval.use_best": False,
          "eval.num_heatmaps": 0}
 REFERENCE = ("k2_one", 0)  # The 1-device reference: this run's replica (seed) 0.
 
@@ -118,7 +118,7 @@ def four_devices(tmp_path_factory):
         "stopped": {"overrides": {**STEPS, "mesh.data": 4}, "sigterm_at": 8},
         **{name: {"config": "configs/transformer.py:tiny",
                   # Dropout off: each data shard draws its own masks (docs/devices.md).
-                  "overrides": {**STEPS, "train.num_steps": 12, "model.layers": 1,
+                  "overrides": {**STEPS, "model.layers": 1,
                                 "model.dropout": 0.0, "mesh.data": data}}
            for name, data in (("tf_one", 1), ("tf_data4", 4))},
     }
