@@ -247,11 +247,6 @@ def scorers(options: dict[str, Any]) -> list[str]:
     return list(options["scorers"]) or [family_default(options["arch"], "scorer")]
 
 
-def family_name(cfg: Any) -> str:
-    """The `arch.ARCHS` key of a derived model config."""
-    return next(name for name, entry in arch_lib.ARCHS.items() if entry is arch_lib.of(cfg))
-
-
 def _options_model(options: dict[str, Any], scorer: str, src_vocab: int, tgt_vocab: int,
                    max_len: int) -> tuple[Any, bool]:
     """The model of `options["arch"]` for one row (`FAMILY_OPTIONS`), and whether adjusted."""
@@ -333,7 +328,7 @@ def _summary(cfg, trainer: Trainer, timed: list[dict], seconds: list[float], pea
     real, padded = (sum(f) for f in zip(*(measure.batch_flops(cfg, b) for b in timed)))
     total = sum(seconds)
     return {
-        "arch": family_name(cfg),
+        "arch": arch_lib.name_of(cfg),
         "timed_steps": len(timed), "timed_target_tokens": tokens, "model_weight_sum": metrics_weight,
         "timed_pairs": pairs, "seconds": total, "tokens_per_sec": tokens / total,
         "pairs_per_sec": pairs / total, "step_ms_median": 1e3 * float(np.median(seconds)),

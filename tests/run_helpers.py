@@ -55,3 +55,20 @@ def assert_one_line_error(monkeypatch, module, body: str, error: Exception) -> N
     with pytest.raises(SystemExit) as exit_:
         module.main([])
     assert exit_.value.code == f"error: {error}" and "\n" not in exit_.value.code
+
+
+def replica_rows(both: list[dict], singles: dict[int, list[dict]], keys: tuple[str, ...]):
+    """Checks a K-seed run's metric rows against separate single-seed runs: each replica logs the
+    same (step, split) rows as its seed's run, with `keys` equal to 1e-5 where that run has them.
+    Returns the (seed, replica row, single row) triples for further checks."""
+    pairs = []
+    for seed, want in singles.items():
+        got = [r for r in both if r["seed"] == seed]
+        assert [(r["step"], r["split"]) for r in got] == [(r["step"], r["split"]) for r in want]
+        for g, w in zip(got, want):
+            for key in keys:
+                if key in w and w[key] is not None:
+                    np.testing.assert_allclose(g[key], w[key], rtol=1e-5, atol=1e-5,
+                                               err_msg=f"{key} of seed {seed}")
+            pairs.append((seed, g, w))
+    return pairs

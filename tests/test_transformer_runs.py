@@ -29,7 +29,7 @@ from attn_jax.eval import plots
 from attn_jax.model import arch
 from attn_jax.run import checkpoint, sharding, steps
 from attn_jax.run import config as config_lib
-from tests.run_helpers import random_run_state
+from tests.run_helpers import random_run_state, replica_rows
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRANSFORMER = os.path.join(REPO, "configs/transformer.py:tiny")
@@ -160,19 +160,11 @@ def test_vmapped_seeds_equal_separate_runs(uninterrupted, tfds_dir, tmp_path):
     # The seeds differ, so a replica that repeated the other would not pass.
     assert [r["loss"] for r in rows(seed0)] != [r["loss"] for r in rows(seed1)]
     keys = ("loss", "perplexity", "bleu", "exact_match", "aer", "attention_entropy")
-    for seed, single in ((0, seed0), (1, seed1)):
-        want = rows(single)
-        got = [r for r in rows(both) if r["seed"] == seed]
-        assert [(r["step"], r["split"]) for r in got] == [(r["step"], r["split"]) for r in want]
-        for g, w in zip(got, want):
-            for key in keys:
-                if key in w:
-                    np.testing.assert_allclose(g[key], w[key], rtol=1e-5, atol=1e-5,
-                                               err_msg=f"{key} of seed {seed}")
-            if w["split"] != "train":
-                assert g["aer_by_head"].keys() == w["aer_by_head"].keys() == {"L1H1", "L1H2"}
-                np.testing.assert_allclose(list(g["aer_by_head"].values()),
-                                           list(w["aer_by_head"].values()), rtol=1e-5, atol=1e-5)
+    for _, g, w in replica_rows(rows(both), {0: rows(seed0), 1: rows(seed1)}, keys):
+        if w["split"] != "train":
+            assert g["aer_by_head"].keys() == w["aer_by_head"].keys() == {"L1H1", "L1H2"}
+            np.testing.assert_allclose(list(g["aer_by_head"].values()),
+                                       list(w["aer_by_head"].values()), rtol=1e-5, atol=1e-5)
     assert results["test"]["bleu"] == pytest.approx(
         np.mean([s["test"]["bleu"] for s in results["seeds"]]))
 

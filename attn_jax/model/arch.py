@@ -57,6 +57,12 @@ def of(model_config: Any) -> Arch:
     raise TypeError(f"{type(model_config).__name__} is no registered model config")
 
 
+def name_of(model_config: Any) -> str:
+    """The `ARCHS` key of a derived model config's family."""
+    entry = of(model_config)
+    return next(name for name, e in ARCHS.items() if e is entry)
+
+
 def check_fields(model: Any, defaults: Mapping[str, Any]) -> None:
     """Refuses `config.model` fields of another family set away from their `defaults`."""
     arch = get(model.arch)
