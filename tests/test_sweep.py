@@ -882,7 +882,7 @@ def test_multi30k_transformer_config_is_multi30k_data_with_a_transformer():
         assert config.eval.to_dict() == m30k.eval.to_dict()
         model = config_lib.validate(config)  # The model config it derives.
         assert type(model).__name__ == "TransformerConfig" and model.tie_embeddings
-        assert (config.train.schedule, config.train.label_smoothing) == ("rsqrt", 0.1)
+        assert (config.train.schedule, config.train.label_smoothing) == ("cosine", 0.1)
     assert config.eval.beam_size == 2 and config.train.num_steps == 20  # the ':tiny' one
     full = _config("multi30k_transformer.py")
-    assert (full.eval.beam_size, full.model.layers, config_lib.validate(full).d_model) == (5, 3, 256)
+    assert (full.eval.beam_size, full.model.layers, config_lib.validate(full).d_model) == (5, 2, 256)
