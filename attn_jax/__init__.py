@@ -7,6 +7,6 @@ The package has one wing per stage, and imports only run downward:
     eval/   decoding, metrics, evaluation passes, gold alignments, heatmaps
     run/    config, train/eval steps, mesh, checkpoints, tracking, the run's workdir
 
-The entry points on top (`python -m attn_jax.train`, `.translate`, `.align`, `.report`,
-`.benchmark`) import the wings; no wing imports them.
+The entry points on top (`python -m attn_jax.train`, `.translate`, `.caption`, `.align`,
+`.report`, `.benchmark`) import the wings; no wing imports them.
 """

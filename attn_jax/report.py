@@ -94,8 +94,9 @@ SCORER_COLORS: dict[str, str] = {
     "scaled_general": "#e377c2",
     "location": "#9467bd",
     "multihead": "#8c564b",
+    "uniform": "#bcbd22",
 }
-_EXTRA_COLORS = ("#bcbd22", "#17becf", "#000000")  # for scorers not listed above
+_EXTRA_COLORS = ("#17becf", "#000000", "#aec7e8")  # for scorers not listed above
 # The model family of a run whose results.json and config.json name none: runs from before
 # model.arch were RNNs (attn_jax.run.config.ABSENT_MEANS_DEFAULT).
 DEFAULT_ARCH = "rnn"
@@ -1566,7 +1567,7 @@ def make_all(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = N
     `hidden_size` picks the size for the per-size figures (default: the largest present). A
     sweep with a model family other than the RNN (configs/sweeps/arch_scorer.py) gets the arch
     grid's report instead (`make_arch_report`, at that one size). Raises ValueError if the sweep
-    has no finished trial.
+    has no finished trial. A captioning sweep (results with CIDEr) gets `caption_report`'s report.
     """
     sweep_dir = Path(sweep_dir)
     out = Path(out_dir) if out_dir is not None else sweep_dir / "plots"
@@ -1574,6 +1575,10 @@ def make_all(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = N
     if not trials:
         raise ValueError(f"no finished trial (folder with results.json) under {sweep_dir}")
     skipped = unfinished_trials(sweep_dir)
+    from attn_jax import caption_report  # here: caption_report imports this module
+
+    if caption_report.is_caption_sweep(trials):
+        return caption_report.make_caption_report(trials, out, skipped)
     if is_arch_grid(trials):
         return make_arch_report(trials, out, skipped, hidden_size)
     size = select_hidden_size(trials, hidden_size)

@@ -35,6 +35,7 @@ from ml_collections import config_flags
 from attn_jax.data import batches, sources
 from attn_jax.eval import evaluate, plots
 from attn_jax.model import arch, attention
+from attn_jax.model import image as image_lib
 from attn_jax.run import checkpoint, cli, runtime, sharding, steps, tracking
 from attn_jax.run import config as config_lib
 from attn_jax.run import workdir as workdir_lib
@@ -238,7 +239,8 @@ def _train(run: _Run, state, start: int, tx, schedule, eval_step, beam_step, pla
     """
     config, ckpts, seeds = run.config, run.ckpts, run.seeds
     num_steps, layout = run.derived.num_steps, run.layout
-    train_step = steps.make_train_step(run.model, tx, config.train.label_smoothing, layout)
+    train_step = steps.make_train_step(run.model, tx, config.train.label_smoothing, layout,
+                                       config.train.attention_penalty)
     stream = batches.train_batches(run.data, batches.batch_sizes(config.data, run.data.buckets),
                                     seeds, start_step=start)
     progress = None
@@ -339,6 +341,75 @@ def _final_evaluation(run: _Run, state, final_step: int, eval_step, beam_step,
         if split != "valid":  # Valid was logged by the periodic evaluations.
             run.log(num_steps, split, out[split].metrics)
     test_sp = data["test"]
+    if test_sp.images is not None:
+        images, example = _caption_figures(run, params, eval_step, beam_step)
+    else:
+        images, example = _translation_figures(run, params, eval_step, beam_step)
+    chosen = run.config.model  # What the run was asked for (validated; sizes derive from it).
+    results = {
+        "arch": chosen.arch, "scorer": chosen.scorer, "hidden_size": chosen.hidden_size,
+        **({"flow": chosen.flow} if "flow" in arch.get(chosen.arch).only else {}),
+        "num_steps": num_steps,  # Steps trained (early stop).
+        "max_steps": run.derived.num_steps, "evaluated_step": evaluated_step,
+        "test": workdir_lib.mean_metrics(out["test"].metrics),
+        "valid": workdir_lib.mean_metrics(out["valid"].metrics),
+        **{split: workdir_lib.mean_metrics(out[split].metrics) for split in out if "greedy" in split},
+        "seeds": [{"seed": s, **{split: out[split].metrics[k] for split in out}}
+                  for k, s in enumerate(seeds)],
+    }
+    if example:
+        results["running_example"] = example
+    for k, seed in enumerate(seeds):
+        sample = [(test_sp.src_text[i], test_sp.tgt_text[i], out["test"].hyps[k][i])
+                  for i in range(min(20, len(test_sp)))]
+        run.tracker.log_media(seed, num_steps, images if k == 0 else {}, sample,
+                              ("source", "reference", "hypothesis"))
+        run.tracker.summary(seed, {"test": out["test"].metrics[k]})
+    return results
+
+
+def _caption_figures(run: _Run, params, eval_step, beam_step):
+    """Image data: the running example picture (if the data has one) and `eval.num_heatmaps`
+    test pictures captioned as the metrics are (beam search when on), each drawn as a strip of
+    its words' attention over the picture (Xu et al. 2015, Fig. 3) under WORKDIR/attention/.
+    Returns ({name: png path}, results.json's running_example or None)."""
+    data, ev = run.data, run.config.eval
+    test_sp = data["test"]
+    scene = sources.dataset(run.config.data.name).example_scene  # None: the data has none.
+    picks = _heatmap_examples(data, ev.num_heatmaps)
+    pictures = ([scene.image] if scene else []) + [test_sp.images[i] for i in picks]
+    names = ([plots.RUNNING_EXAMPLE] if scene else []) + [f"test_{i}" for i in picks]
+    gold = ([(scene.caption, scene.boxes)] if scene else []) + [
+        (test_sp.tgt_text[i], test_sp.boxes[i] if test_sp.boxes is not None else None)
+        for i in picks]  # (reference, its words' gold boxes)
+    if not pictures:
+        return {}, None
+    captions = evaluate.caption_images(eval_step, params, np.stack(pictures), ev.batch_size,
+                                       beam_step, ev.length_penalty)[0]  # replica 0
+    grid = image_lib.grid_shape(test_sp.images.shape[1])
+    out = {}
+    for name, picture, (reference, boxes), (ids, weights) in zip(names, pictures, gold,
+                                                                  captions):
+        caption = data.tgt_vocab.decode(ids)
+        if sharding.is_writer() and run.scorer.attends:
+            path = os.path.join(run.workdir, "attention", f"{name}.png")
+            # The gold boxes belong to the reference's words: drawn when the caption is it.
+            plots.caption_strip(picture, data.tgt_vocab.pieces(ids),
+                                weights.reshape(len(ids), *grid), path, title=caption,
+                                boxes=boxes if caption == reference else None)
+            out[name] = path
+    example = None
+    if scene:
+        example = {"src": scene.caption, "hyp": data.tgt_vocab.decode(captions[0][0])}
+    return out, example
+
+
+def _translation_figures(run: _Run, params, eval_step, beam_step):
+    """Text data: heatmaps of the running example and `eval.num_heatmaps` test sentences (and
+    the running example's layers x heads grid for a per-head family). Returns ({name: png
+    path}, results.json's running_example or None)."""
+    data, seeds = run.data, run.seeds
+    test_sp = data["test"]
     example = sources.dataset(run.config.data.name).running_example  # None: the data has none.
     texts = {plots.RUNNING_EXAMPLE: example} if example else {}
     texts.update({f"test_{i}": test_sp.src_text[i]
@@ -361,28 +432,9 @@ def _final_evaluation(run: _Run, state, final_step: int, eval_step, beam_step,
                 maps[..., :len(src)], src, data.tgt_vocab.pieces(hyp),
                 os.path.join(run.workdir, "attention", f"{plots.RUNNING_EXAMPLE}_heads.png"),
                 title=f"{run.derived.model.scorer} cross-attention: {data.tgt_vocab.decode(hyp)}"))
-    chosen = run.config.model  # What the run was asked for (validated; sizes derive from it).
-    results = {
-        "arch": chosen.arch, "scorer": chosen.scorer, "hidden_size": chosen.hidden_size,
-        **({"flow": chosen.flow} if "flow" in arch.get(chosen.arch).only else {}),
-        "num_steps": num_steps,  # Steps trained (early stop).
-        "max_steps": run.derived.num_steps, "evaluated_step": evaluated_step,
-        "test": workdir_lib.mean_metrics(out["test"].metrics),
-        "valid": workdir_lib.mean_metrics(out["valid"].metrics),
-        **{split: workdir_lib.mean_metrics(out[split].metrics) for split in out if "greedy" in split},
-        "seeds": [{"seed": s, **{split: out[split].metrics[k] for split in out}}
-                  for k, s in enumerate(seeds)],
-    }
-    if example:
-        results["running_example"] = {"src": example,
-                                      "hyp": data.tgt_vocab.decode(translations[0][0][0])}
-    for k, seed in enumerate(seeds):
-        sample = [(test_sp.src_text[i], test_sp.tgt_text[i], out["test"].hyps[k][i])
-                  for i in range(min(20, len(test_sp)))]
-        run.tracker.log_media(seed, num_steps, images if k == 0 else {}, sample,
-                              ("source", "reference", "hypothesis"))
-        run.tracker.summary(seed, {"test": out["test"].metrics[k]})
-    return results
+    running = ({"src": example, "hyp": data.tgt_vocab.decode(translations[0][0][0])}
+               if example else None)
+    return images, running
 
 
 def _heatmap_examples(data: batches.Data, count: int) -> list[int]:

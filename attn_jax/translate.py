@@ -123,6 +123,7 @@ class Translator:
                 f"{workdir} has no saved vocabulary ({os.path.join(workdir, 'vocab')}): its "
                 "training stopped before preparing the data; rerun the training command to "
                 "train it first.") from None
+        self.config = config
         self.buckets = config.data.buckets
         derived = config_lib.derive(config, src_vocab_size=self.src_vocab.size,
                                     tgt_vocab_size=self.tgt_vocab.size, steps_per_epoch=1)

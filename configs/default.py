@@ -25,7 +25,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
 
     config.data = data = ml_collections.ConfigDict()
-    data.name = "synthetic_hi_en"  # 'synthetic_hi_en' | 'multi30k' | 'tfds:<catalog name>'.
+    # 'synthetic_hi_en' | 'multi30k' | 'tfds:<catalog name>' (text); 'scenes' | 'images:<folder>'
+    # (images and their captions: model.encoder='cnn'; attn_jax/data/scenes.py).
+    data.name = "synthetic_hi_en"
     data.tfds_dir = ""  # Where TFDS prepares array_record data; '' = TFDS default (~/tensorflow_datasets).
     data.raw_dir = ""  # Raw corpus files (multi30k: train/val/test_2016_flickr .de/.en .gz).
     data.source_lang = "hi"  # Source language code (multi30k / catalog datasets).
@@ -50,9 +52,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # decoder flows) | 'transformer' (attn_jax/model/transformer.py; configs/transformer.py).
     model.arch = "rnn"
     # Attention scorer, a key of attn_jax.model.attention.SCORERS:
-    # none|additive|dot|general|scaled_dot|scaled_general|location|multihead.
+    # none|additive|dot|general|scaled_dot|scaled_general|location|multihead|uniform.
     model.scorer = "additive"
     model.flow = "bahdanau"  # 'bahdanau' (query s_{t-1}) | 'luong' (query s_t, h~ = tanh(W[c;s])).
+    # What the annotations h_j come from: 'rnn' (source tokens) | 'cnn' (images: a grid of cells,
+    # attn_jax/model/image.py; the data must hold images).
+    model.encoder = "rnn"
     model.cell = "gru"  # 'gru' | 'lstm' (encoder and decoder).
     model.hidden_size = 128  # One knob: decoder, annotation, attention and output sizes.
     model.embed_size = 0  # 0 = derived: hidden_size // 2.
@@ -94,6 +99,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     train.end_lr_factor = 0.05  # Cosine: final learning rate / peak.
     train.grad_clip = 1.0  # Global gradient-norm clip.
     train.label_smoothing = 0.0  # Label smoothing of the training loss.
+    # Xu et al.'s doubly stochastic attention: adds lambda * sum_j (1 - sum_t alpha_tj)^2 per
+    # sentence to the loss (summed like the token losses, over real target tokens t). 0 = off.
+    train.attention_penalty = 0.0
     train.log_every = 50  # Steps between training-metric rows.
     # Steps between validation evaluations (each also saves a checkpoint) and between checkpoints:
     # multiples of log_every, so a resumed run logs the same rows. 0 = derived: 4 evaluations per

@@ -66,6 +66,8 @@ def _np_reference(scorer, p, q, k, mask):
         e = e / np.sqrt(DQ) if scorer == "scaled_general" else e
     elif scorer == "location":  # softmax(W q) over positions
         e = (q @ p["w"]["kernel"] + p["w"]["bias"])[:, :S]
+    elif scorer == "uniform":  # equal weights over the real positions: c = the mean annotation
+        e = np.zeros((B, S))
     elif scorer == "multihead":
         dh = A // H
         qh = (q @ p["query"]["kernel"]).reshape(B, H, dh)
@@ -81,7 +83,8 @@ def _np_reference(scorer, p, q, k, mask):
     return e, w, np.einsum("bs,bsd->bd", w, k)
 
 
-PARAMETRIC = ["additive", "dot", "scaled_dot", "general", "scaled_general", "location", "multihead"]
+PARAMETRIC = ["additive", "dot", "scaled_dot", "general", "scaled_general", "location", "multihead",
+              "uniform"]
 
 
 @pytest.mark.parametrize("scorer", PARAMETRIC)

@@ -172,8 +172,8 @@ def test_teacher_forcing_equals_step_by_step_and_gradients_reach_attention(score
     if scorer != "none":
         np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
 
-    # Gradients reach every attention parameter (dot and scaled_dot have none).
-    if scorer in ("none", "dot", "scaled_dot"):
+    # Gradients reach every attention parameter (dot, scaled_dot and uniform have none).
+    if scorer in ("none", "dot", "scaled_dot", "uniform"):
         assert "attention" not in grads
     else:
         for path, g in jax.tree_util.tree_leaves_with_path(grads["attention"]):

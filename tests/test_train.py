@@ -196,7 +196,7 @@ def test_cli_unknown_scorer_and_unknown_key(tmp_path):
                   "--config.model.scorer=bilinear")
     assert result.returncode != 0
     assert ("valid scorers: none, additive, dot, general, scaled_dot, scaled_general, location, "
-            "multihead (set --config.model.scorer=NAME)") in result.stderr
+            "multihead, uniform (set --config.model.scorer=NAME)") in result.stderr
     assert not os.path.exists(workdir / "checkpoints")
     result = _cli("--config=configs/default.py:tiny", f"--workdir={workdir}",
                   "--config.model.scorr=dot")

@@ -15,7 +15,8 @@ Token layout (ids from ``attn_jax.data.tokens``):
   tgt_in  = [BOS, y1..yn, PAD...]
   tgt_out = [y1..yn, EOS, PAD...]
 A pair goes to the smallest bucket L with m <= L and n + 1 <= L; src, tgt_in, tgt_out are all
-[.., L].
+[.., L]. Image data (pairs with `image`: a caption's source is a picture): src is the image
+[.., H, W, 3] uint8 and the bucket is the caption's (n + 1 <= L).
 """
 
 from __future__ import annotations
@@ -53,12 +54,15 @@ class Split:
     tgt_ids: list[np.ndarray]  # [n_i] int32, no BOS/EOS
     sure: list[tuple[tuple[int, int], ...]] | None  # gold links (synthetic only)
     possible: list[tuple[tuple[int, int], ...]] | None
+    boxes: list[np.ndarray] | None  # image data: each caption word's gold boxes [n_i, G, 4]
     bucket: np.ndarray  # [N] int32 index into Data.buckets
     raw_index: np.ndarray  # [N] int32 position in the raw split (differs only after filtering)
     filtered: dict[str, int]  # train: {'too_long': n, 'empty': n}; valid/test: zeros
     # Per bucket: padded arrays of that bucket's examples, ascending index.
-    # {'src','tgt_in','tgt_out': [n_b, L_b] int32, 'index': [n_b] int32}
+    # {'src','tgt_in','tgt_out': [n_b, L_b] int32, 'index': [n_b] int32}; image data: 'src' is
+    # [n_b, H, W, 3] uint8.
     bucket_arrays: tuple[dict[str, np.ndarray], ...]
+    images: np.ndarray | None = None  # image data: [N, H, W, 3] uint8, example i's picture
 
     def __len__(self) -> int:
         return len(self.src_text)
@@ -103,7 +107,8 @@ def _bucket_of(src_len: int, tgt_len: int, buckets: Sequence[int]) -> int:
     return -1 if length is None else list(buckets).index(length)
 
 
-def _bucket_arrays(src_ids, tgt_ids, bucket, buckets) -> tuple[dict[str, np.ndarray], ...]:
+def _bucket_arrays(src_ids, tgt_ids, bucket, buckets,
+                   images: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], ...]:
     out = []
     for b, length in enumerate(buckets):
         rows = np.flatnonzero(bucket == b).astype(np.int32)  # [n_b]
@@ -117,6 +122,8 @@ def _bucket_arrays(src_ids, tgt_ids, bucket, buckets) -> tuple[dict[str, np.ndar
             tgt_in[r, 1:len(t) + 1] = t
             tgt_out[r, :len(t)] = t
             tgt_out[r, len(t)] = EOS
+        if images is not None:
+            src = images[rows]  # [n_b, H, W, 3]
         out.append({"src": src, "tgt_in": tgt_in, "tgt_out": tgt_out, "index": rows})
     return tuple(out)
 
@@ -124,12 +131,16 @@ def _bucket_arrays(src_ids, tgt_ids, bucket, buckets) -> tuple[dict[str, np.ndar
 def tokenize_split(name: str, pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab: Vocab,
                    buckets: Sequence[int], max_len: int) -> Split:
     """Tokenizes and buckets `pairs`. Train drops (and counts) pairs over max_len or empty;
-    valid/test raise instead, since an evaluation set must never shrink silently."""
-    src_ids = [np.asarray(src_vocab.encode(p.src), np.int32) for p in pairs]
+    valid/test raise instead, since an evaluation set must never shrink silently. Image pairs
+    (`Pair.image`) have no source tokens: only the caption is tokenized."""
+    has_images = bool(pairs) and pairs[0].image is not None
+    no_tokens = np.zeros(0, np.int32)
+    src_ids = [no_tokens if has_images else np.asarray(src_vocab.encode(p.src), np.int32)
+               for p in pairs]
     tgt_ids = [np.asarray(tgt_vocab.encode(p.tgt), np.int32) for p in pairs]
     keep, filtered = [], {"too_long": 0, "empty": 0}
     for i, (s, t) in enumerate(zip(src_ids, tgt_ids)):
-        empty = len(s) == 0 or len(t) == 0
+        empty = (len(s) == 0 and not has_images) or len(t) == 0
         if name == "train":
             if empty:
                 filtered["empty"] += 1
@@ -160,6 +171,8 @@ def tokenize_split(name: str, pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab
     bucket = np.array([_bucket_of(len(s), len(t), buckets) for s, t in zip(src_ids, tgt_ids)],
                       np.int32)
     has_links = pairs[0].sure is not None
+    has_boxes = has_images and pairs[0].boxes is not None
+    images = np.stack([pairs[i].image for i in keep]) if has_images else None  # [N, H, W, 3]
     return Split(
         name=name,
         src_text=[pairs[i].src for i in keep],
@@ -168,10 +181,12 @@ def tokenize_split(name: str, pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab
         tgt_ids=tgt_ids,
         sure=[pairs[i].sure for i in keep] if has_links else None,
         possible=[pairs[i].possible for i in keep] if has_links else None,
+        boxes=[pairs[i].boxes for i in keep] if has_boxes else None,
         bucket=bucket,
         raw_index=np.asarray(keep, np.int32),
         filtered=filtered,
-        bucket_arrays=_bucket_arrays(src_ids, tgt_ids, bucket, buckets),
+        bucket_arrays=_bucket_arrays(src_ids, tgt_ids, bucket, buckets, images),
+        images=images,
     )
 
 
@@ -306,9 +321,10 @@ def train_batches(data: Data, sizes: int | Sequence[int], seeds: Sequence[int],
         yield {key: value[rows] for key, value in arrays.items()}  # [K, B, L] / index [K, B]
 
 
-def _filler(key: str, rows: int, shape: tuple[int, ...]) -> np.ndarray:
-    """Filler rows: index -1, everything else PAD."""
-    return np.full((rows,) + shape, -1 if key == "index" else PAD, np.int32)
+def _filler(key: str, rows: int, like: np.ndarray) -> np.ndarray:
+    """Filler rows shaped and typed like `like`'s rows: index -1, everything else PAD (images:
+    black pictures)."""
+    return np.full((rows,) + like.shape[1:], -1 if key == "index" else PAD, like.dtype)
 
 
 def eval_batches(data: Data, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
@@ -325,6 +341,6 @@ def eval_batches(data: Data, split: str, batch_size: int) -> Iterator[dict[str, 
             batch = {key: value[start:start + batch_size] for key, value in arrays.items()}
             filler = batch_size - len(batch["index"])
             if filler:
-                batch = {key: np.concatenate([value, _filler(key, filler, value.shape[1:])])
+                batch = {key: np.concatenate([value, _filler(key, filler, value)])
                          for key, value in batch.items()}
             yield batch

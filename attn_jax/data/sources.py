@@ -8,11 +8,38 @@ back without TensorFlow.
   'synthetic_hi_en'  -> ``SyntheticHiEn`` (attn_jax.data.synthetic; gold alignments; no network)
   'multi30k'         -> ``Multi30k`` (raw .gz files from ``data.raw_dir``; manual data)
   'tfds:NAME'        -> any TFDS catalog translation dataset, e.g. 'tfds:wmt14_translate/de-en'
+  'scenes'           -> ``Scenes`` (attn_jax.data.scenes: 64x64 images, captions and gold word
+                        boxes; no network)
+  'images:FOLDER'    -> a user's captioned images: FOLDER/{train,valid,test}.txt (read directly)
 
 Builders are prepared with ``file_format='array_record'`` (the default tfrecord format needs
 TensorFlow) and read through ``builder.as_data_source()`` in batched random-access reads. Raw
 Multi30k files are validated line by line before any record is written: invalid UTF-8, an empty
-line or mismatched line counts name the file and line."""
+line or mismatched line counts name the file and line.
+
+Image captioning pairs (``Dataset.images``) hold an id in ``Pair.src`` ('test_17',
+'running_example', or the image's file name), the caption in ``Pair.tgt``, the picture in
+``Pair.image`` ([64, 64, 3] uint8 RGB) and, for 'scenes', the gold grounding in ``Pair.boxes``
+([n_words, MAX_GROUP, 4] int32 visible-pixel boxes (y0, x0, y1, x1), half-open, of the objects
+caption word w names, padded with -1 rows).
+
+'images:FOLDER' reads FOLDER/train.txt, valid.txt and test.txt, one ``image_file<TAB>caption``
+line per caption (several lines for one image: several references, kept as separate pairs);
+image files are named relative to FOLDER and read with PIL as RGB 64x64 (other modes are
+converted and other sizes resized, bilinear, aspect not kept; one log line per such file). A
+missing or empty folder, a missing split file, an empty or malformed line and a line naming a
+missing image file raise ValueError naming the file (and line) and the fix. A named file PIL
+cannot read as an image is logged, counted and skipped with its captions; a split left with no
+pair raises. Files no caption line names are ignored.
+
+A TFDS catalog captioning set such as ``coco_captions`` (COCO 2014, Karpathy splits 'train',
+'val', 'test', 'restval'; features 'image' (Image), 'image/filename', 'captions' (Sequence of
+{'text', 'id'})) would be served the same way as 'tfds:NAME' translation data: a reader prepares
+``tfds.builder('coco_captions', data_dir=data.tfds_dir)`` as array_record (a download of about
+20 GB, made only on an explicit request), maps splits train/val/test -> train/valid/test, and
+yields one Pair per (image, caption text): src = 'image/filename', tgt = the text, image = the
+decoded picture (TFDS decodes Image features with PIL in data sources, without TensorFlow)
+resized like folder images, boxes = None. No such entry is registered."""
 
 from __future__ import annotations
 
@@ -29,6 +56,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
@@ -55,12 +83,18 @@ _ensure_importlib_resources()
 
 @dataclasses.dataclass(frozen=True)
 class Pair:
-    """One raw example. Links only for the synthetic data: (src_idx, tgt_idx) word indices."""
+    """One raw example. Links only for the synthetic data: (src_idx, tgt_idx) word indices.
+
+    Image pairs: `src` is an id, `image` the picture [H, W, 3] uint8 and `boxes`, where there is
+    gold grounding, [n_words, MAX_GROUP, 4] int32 (module docstring). Both arrays are left out of
+    comparisons and hashing (pairs compare by src, tgt and links)."""
 
     src: str
     tgt: str
     sure: tuple[tuple[int, int], ...] | None = None
     possible: tuple[tuple[int, int], ...] | None = None
+    image: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
+    boxes: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,6 +212,60 @@ class SyntheticHiEn(_LocalBuilder):
         for i, ex in enumerate(examples):
             yield i, {"src": ex.src, "tgt": ex.tgt, "sure": synthetic.format_links(ex.sure),
                       "possible": synthetic.format_links(ex.possible)}
+
+
+def _scenes_module():
+    from attn_jax.data import scenes  # pylint: disable=g-import-not-at-top  (numpy drawing, lazily)
+    return scenes
+
+
+@dataclasses.dataclass
+class ScenesConfig(SyntheticConfig):
+    """One prepared copy per (sizes, seed, scenes.GENERATOR_VERSION); the name encodes all."""
+
+    @classmethod
+    def make(cls, train_size: int, valid_size: int, test_size: int, seed: int) -> ScenesConfig:
+        name = (f"train{train_size}_valid{valid_size}_test{test_size}_seed{seed}"
+                f"_gen{_scenes_module().GENERATOR_VERSION}")
+        return cls(name=name, train_size=train_size, valid_size=valid_size, test_size=test_size,
+                   seed=seed)
+
+
+class Scenes(_LocalBuilder):
+    """Embedded image captioning: 64x64 RGB scenes of named shapes, their captions and the gold
+    boxes of every caption word (attn_jax.data.scenes)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        scenes = _scenes_module()
+        size = scenes.IMAGE_SIZE
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.__doc__,
+            features=tfds.features.FeaturesDict({
+                "id": tfds.features.Text(),
+                "image": tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8,
+                                              encoding=tfds.features.Encoding.BYTES),
+                "caption": tfds.features.Text(),
+                "boxes": tfds.features.Tensor(shape=(None, scenes.MAX_GROUP, 4), dtype=np.int32,
+                                              encoding=tfds.features.Encoding.BYTES),
+            }),
+            disable_shuffling=True,  # keep generation order: example i is scene i
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # generated locally, nothing to download
+        cfg = self.builder_config
+        sizes = {"train": cfg.train_size, "valid": cfg.valid_size, "test": cfg.test_size}
+        splits = _scenes_module().generate_splits(sizes, cfg.seed)
+        return {name: self._generate_examples(name, splits[name]) for name in SPLITS}
+
+    def _generate_examples(self, split, examples):
+        scenes = _scenes_module()
+        for i, scene in enumerate(examples):
+            yield i, {"id": scenes.scene_id(split, i, scene), "image": scene.image,
+                      "caption": scene.caption, "boxes": scene.boxes}
 
 
 def read_lines(path: str) -> list[str]:
@@ -345,6 +433,89 @@ def _read_synthetic(cfg: Any) -> dict[str, list[Pair]]:
     return {split: _read_source(builder.as_data_source(split=split), decode) for split in SPLITS}
 
 
+def _read_scenes(cfg: Any) -> dict[str, list[Pair]]:
+    config = ScenesConfig.make(cfg.train_size, cfg.valid_size, cfg.test_size, cfg.seed)
+    builder = _prepared(lambda: Scenes(config=config, data_dir=cfg.tfds_dir or None))
+    max_group = _scenes_module().MAX_GROUP
+
+    def decode(record) -> Pair:
+        return Pair(src=_text(record["id"]), tgt=_text(record["caption"]),
+                    image=np.asarray(record["image"], np.uint8),
+                    boxes=np.asarray(record["boxes"], np.int32).reshape(-1, max_group, 4))
+
+    return {split: _read_source(builder.as_data_source(split=split), decode) for split in SPLITS}
+
+
+_CAPTION_LINE = "'image_file<TAB>caption'"
+
+
+def _caption_lines(path: str) -> list[tuple[int, str, str]]:
+    """(line number, image file, caption) of each line of a captions file; a malformed line
+    raises `path:line`."""
+    with open(path, "rb") as f:
+        raw = f.read().split(b"\n")
+    if raw and raw[-1] == b"":
+        raw.pop()  # the final newline
+    out = []
+    for number, line in enumerate(raw, start=1):
+        try:
+            text = line.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{path}:{number}: invalid UTF-8 ({e.reason} at byte {e.start})") from e
+        name, tab, caption = text.partition("\t")
+        if not (tab and name.strip() and caption.strip()):
+            raise ValueError(f"{path}:{number}: expected {_CAPTION_LINE}, got {text!r}; fix or "
+                             "remove the line")
+        out.append((number, name.strip(), caption.strip()))
+    if not out:
+        raise ValueError(f"{path}: no captions; write one {_CAPTION_LINE} line per caption")
+    return out
+
+
+def read_image_folder(folder: str) -> dict[str, list[Pair]]:
+    """A user's captioned images (the 'images:FOLDER' rules in the module docstring):
+    {'train'|'valid'|'test': [Pair(src=image file, tgt=caption, image=[64, 64, 3] uint8)]}."""
+    load_image = _scenes_module().load_image
+    if not os.path.isdir(folder) or not os.listdir(folder):
+        raise ValueError(
+            f"{folder}: missing or empty folder; data.name='images:FOLDER' needs FOLDER/train.txt, "
+            f"valid.txt and test.txt ({_CAPTION_LINE} lines) beside the image files")
+    images: dict[str, np.ndarray | None] = {}  # file name -> picture, None when unreadable
+    out = {}
+    for split in SPLITS:
+        path = os.path.join(folder, f"{split}.txt")
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: missing; write one {_CAPTION_LINE} line per caption of "
+                             f"each {split} image (file names relative to {folder})")
+        pairs, skipped = [], set()
+        for number, name, caption in _caption_lines(path):
+            if name not in images:
+                file = os.path.join(folder, name)
+                if not os.path.isfile(file):
+                    raise ValueError(f"{path}:{number}: image file {name!r} does not exist in "
+                                     f"{folder}; add it or remove the line")
+                try:
+                    images[name], done = load_image(file)
+                except ValueError as e:
+                    logging.warning("%s: skipped with its captions", e)
+                    images[name] = None
+                else:
+                    if done:
+                        logging.info("%s: %s", file, done)
+            if images[name] is None:
+                skipped.add(name)
+                continue
+            pairs.append(Pair(src=name, tgt=caption, image=images[name]))
+        if skipped:
+            logging.warning("%s: skipped %d unreadable image file(s): %s", path, len(skipped),
+                            ", ".join(sorted(skipped)))
+        if not pairs:
+            raise ValueError(f"{path}: none of its images could be read; fix or replace them")
+        out[split] = pairs
+    return out
+
+
 def _translation_decoder(features: Any, source_lang: str, target_lang: str, what: str):
     """Record -> Pair for a translation dict {lang: text} (possibly nested under 'translation')."""
     nested = "translation" in features.keys()
@@ -416,6 +587,28 @@ def _running_example() -> str:
     return _synthetic_module().RUNNING_EXAMPLE.src
 
 
+def _scenes_meta(cfg: Any) -> dict[str, Any]:
+    return {"name": cfg.name, "train_size": cfg.train_size, "valid_size": cfg.valid_size,
+            "test_size": cfg.test_size, "seed": cfg.seed,
+            "generator": _scenes_module().GENERATOR_VERSION}
+
+
+def _scenes_running_example() -> str:
+    return _scenes_module().RUNNING_EXAMPLE_ID
+
+
+def _images_meta(cfg: Any) -> dict[str, Any]:
+    """The folder and a digest of its caption files (edited captions are other data)."""
+    digest = hashlib.sha1()
+    for split in SPLITS:
+        path = os.path.join(cfg.name[len(IMAGES_PREFIX):], f"{split}.txt")
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    return {"name": cfg.name, "image_size": _scenes_module().IMAGE_SIZE,
+            "captions": digest.hexdigest()[:12]}
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
     """One `data.name`: how its splits are read and what they carry.
@@ -425,28 +618,44 @@ class Dataset:
       vocabulary: a run resumes only on the same data).
     gold: the pairs carry sure/possible alignment links (AER at evaluation; `align`'s export).
     example: () -> the `running_example` (a function: the generator module is imported lazily).
+    images: the pairs carry images (`Pair.image`; `Pair.src` is an id) and, where `Pair.boxes` is
+      set, gold grounding boxes per caption word.
     """
 
     read: Callable[[Any], dict[str, list[Pair]]]
     meta: Callable[[Any], dict[str, Any]]
     gold: bool = False
     example: Callable[[], str] | None = None
+    images: bool = False
+    scene: Callable[[], Any] | None = None  # () -> the running example's `scenes.Scene`
 
     @property
     def running_example(self) -> str | None:
-        """A held-out source sentence decoded and drawn at the end of every run (None: none)."""
+        """A held-out source sentence decoded and drawn at the end of every run (None: none).
+        For 'scenes' it is the id of test pair 0 (`scenes.RUNNING_EXAMPLE` holds its scene)."""
         return self.example() if self.example else None
+
+    @property
+    def example_scene(self) -> Any:
+        """Image data: the running example's `scenes.Scene` (picture, caption, gold boxes)
+        captioned and drawn at the end of every run; None when the data has none."""
+        return self.scene() if self.scene else None
 
 
 DATASETS: dict[str, Dataset] = {
     "synthetic_hi_en": Dataset(read=_read_synthetic, meta=_synthetic_meta, gold=True,
                                example=_running_example),
     "multi30k": Dataset(read=_read_multi30k, meta=_translation_meta),
+    "scenes": Dataset(read=_read_scenes, meta=_scenes_meta, example=_scenes_running_example,
+                      images=True, scene=lambda: _scenes_module().RUNNING_EXAMPLE),
 }
 CATALOG_PREFIX = "tfds:"  # 'tfds:NAME' reads TFDS catalog translation dataset NAME.
 _CATALOG = Dataset(read=lambda cfg: _read_catalog(cfg, cfg.name[len(CATALOG_PREFIX):]),
                    meta=_translation_meta)
-DATASET_NAMES = (*DATASETS, f"{CATALOG_PREFIX}<catalog name>")
+IMAGES_PREFIX = "images:"  # 'images:FOLDER' reads a folder of captioned images.
+_IMAGES = Dataset(read=lambda cfg: read_image_folder(cfg.name[len(IMAGES_PREFIX):]),
+                  meta=_images_meta, images=True)
+DATASET_NAMES = (*DATASETS, f"{CATALOG_PREFIX}<catalog name>", f"{IMAGES_PREFIX}<folder>")
 
 
 def dataset(name: str) -> Dataset:
@@ -455,13 +664,21 @@ def dataset(name: str) -> Dataset:
         return DATASETS[name]
     if name.startswith(CATALOG_PREFIX) and len(name) > len(CATALOG_PREFIX):
         return _CATALOG
+    if name.startswith(IMAGES_PREFIX) and len(name) > len(IMAGES_PREFIX):
+        return _IMAGES
     raise ValueError(f"unknown data.name={name!r}; valid: {DATASET_NAMES}, "
-                     "e.g. 'tfds:wmt14_translate/de-en'")
+                     "e.g. 'tfds:wmt14_translate/de-en' or 'images:/data/my_captions'")
 
 
 def check_name(name: str) -> None:
     """A clear error for a `data.name` no registry entry handles."""
     dataset(name)
+
+
+def image_size(name: str) -> int:
+    """Pixels per side of dataset `name`'s pictures (every image dataset is read at the scenes'
+    size), or 0 for text."""
+    return _scenes_module().IMAGE_SIZE if dataset(name).images else 0
 
 
 def dataset_meta(cfg: Any) -> dict[str, Any]:

@@ -238,7 +238,7 @@ def load_or_build_vocabs(cfg: Any, workdir: str, train: Sequence[Pair],
         return _load_saved(vocab_dir, cfg.vocab, meta["joint_vocab"])
 
     start = time.perf_counter()
-    src_texts = [p.src for p in train]
+    src_texts = [p.src for p in train if p.image is None]  # Images: no source words.
     tgt_texts = [p.tgt for p in train]
     if meta["joint_vocab"]:
         src_vocab = tgt_vocab = _build_vocab(cfg, src_texts + tgt_texts)

@@ -14,6 +14,12 @@ alignments (the embedded synthetic data) and the model attends (scorer != none);
 Attention entropy (any data, scorer != none): the mean over real target tokens of the entropy of
 the teacher-forced attention over the real source tokens, relative to uniform
 (`metrics.attention_entropy`: 1 = uniform, 0 = one position), so one can watch attention sharpen.
+
+Image data (captions of pictures, `Split.images`): CIDEr-D beside BLEU, and grounding in AER's
+place: force-decode the reference caption and, for every word that names an object, ask whether
+the argmax cell of its attention falls on the object (pointing game) and how much of the
+attention mass lies on it (`attn_jax.eval.grounding`); BLEU, exact match and grounding also by
+the number of objects in the picture (`by_objects`), where BLEU by source length has no meaning.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from absl import logging
 
 from attn_jax.data import batches
 from attn_jax.data.tokens import BOS, PAD
-from attn_jax.eval import metrics
+from attn_jax.eval import cider as cider_lib
+from attn_jax.eval import grounding, metrics
+from attn_jax.model import image as image_lib
 
 # (params [K...], src [B, L]) -> host arrays tokens [K, B, L'], attention [K, B, L', S],
 # lengths [K, B].
@@ -111,6 +119,8 @@ def run_split(data: batches.Data, split: str, eval_step, params, *, batch_size: 
     weight = 0.0
     hyps = [[""] * n for _ in range(num_seeds)]
     predicted = [[set() for _ in range(n)] for _ in range(num_seeds)]
+    grounded = [[None] * n for _ in range(num_seeds)]  # image data: per-sentence grounding sums
+    boxes = sp.boxes if attends else None
     heads = None  # Per-head families: (layers, heads), then every head's entropy and alignments.
     for batch in batches.eval_batches(data, split, batch_size):
         rows = [(r, i) for r, i in enumerate(batch["index"].tolist()) if 0 <= i < n]
@@ -122,7 +132,8 @@ def run_split(data: batches.Data, split: str, eval_step, params, *, batch_size: 
         weight += float(scored["weight"][0, live].sum())
         if attends:
             tgt_mask = batch["tgt_out"][live] != PAD
-            src_len = (batch["src"][live] != PAD).sum(-1)
+            src_len = (np.full(len(live), scored["forced_attention"].shape[-1])  # every cell
+                       if sp.images is not None else (batch["src"][live] != PAD).sum(-1))
             entropy += metrics.attention_entropy(scored["forced_attention"][:, live], src_len,
                                                  tgt_mask)
             entropy_tokens += int(tgt_mask.sum())
@@ -147,8 +158,17 @@ def run_split(data: batches.Data, split: str, eval_step, params, *, batch_size: 
                 if word_maps is not None:
                     predicted[k][i] = metrics.word_alignment(
                         scored["forced_attention"][k, r], *word_maps[i])
+                if boxes is not None:
+                    grounded[k][i] = _grounding(scored["forced_attention"][k, r], boxes[i],
+                                                sp.images.shape[1])
     refs = sp.tgt_text[:n]
     src_lengths = [len(s.split()) for s in sp.src_text[:n]]
+    objects = [object_count(b) for b in sp.boxes[:n]] if sp.boxes is not None else None
+    uniform = None  # The uniform-attention baseline's grounding, on the words scored above.
+    if boxes is not None:
+        size = sp.images.shape[1]
+        uniform = [grounding.uniform_grounding(b, (size, size), image_lib.grid_shape(size))
+                   for b in boxes[:n]]
     results = []
     for k in range(num_seeds):
         loss = nll[k] / max(weight, 1.0)
@@ -157,7 +177,8 @@ def run_split(data: batches.Data, split: str, eval_step, params, *, batch_size: 
                "bleu_lowercase": metrics.bleu(hyps[k], refs, lowercase=True)[0],
                "chrf": metrics.chrf(hyps[k], refs)[0],
                "exact_match": metrics.exact_match(hyps[k], refs),
-               "bleu_by_length": metrics.bleu_by_length(hyps[k], refs, src_lengths),
+               "bleu_by_length": (metrics.bleu_by_length(hyps[k], refs, src_lengths)
+                                  if sp.images is None else None),
                "bleu_signature": signature, "num_sentences": n}
         row["attention_entropy"] = entropy[k] / max(entropy_tokens, 1) if attends else None
         row["aer"] = (metrics.aer(predicted[k], [set(s) for s in sp.sure[:n]],
@@ -165,8 +186,51 @@ def run_split(data: batches.Data, split: str, eval_step, params, *, batch_size: 
                       if word_maps is not None else None)
         if heads is not None:
             row.update(_head_metrics(heads, k, entropy_tokens, sp, n, word_maps is not None))
+        if sp.images is not None:
+            row.update(_image_metrics(hyps[k], refs, grounded[k] if boxes is not None else None,
+                                      objects, uniform))
         results.append(row)
     return SplitOutput(metrics=results, hyps=hyps)
+
+
+def object_count(boxes: np.ndarray) -> int:
+    """Objects a caption names: the distinct gold boxes of its words ([n, G, 4], -1 padded)."""
+    real = boxes.reshape(-1, 4)
+    return len({tuple(b) for b in real[(real >= 0).all(-1)].tolist()})
+
+
+def _grounding(attention: np.ndarray, boxes: np.ndarray, image_size: int) -> dict[str, Any]:
+    """One force-decoded caption's grounding sums (`grounding.sentence_grounding`): attention
+    [T, S] over the grid of a square image of `image_size` pixels."""
+    return grounding.sentence_grounding(attention, boxes, (image_size, image_size),
+                                        image_lib.grid_shape(image_size))
+
+
+def _image_metrics(hyps: Sequence[str], refs: Sequence[str], grounded: list | None,
+                   objects: list[int] | None, uniform: list | None) -> dict[str, Any]:
+    """CIDEr-D, and (with gold boxes) pointing and mass in the gold region, over the split and by
+    the number of objects in the picture; beside them the uniform-attention baseline on the same
+    words (`grounding.uniform_grounding`: the expected pointing of a random cell)."""
+    out: dict[str, Any] = {"cider": cider_lib.cider(hyps, [[r] for r in refs])[0],
+                           "pointing": None, "mass_in_box": None}
+    if grounded is not None:
+        corpus, base = grounding.corpus_grounding(grounded), grounding.corpus_grounding(uniform)
+        out.update(pointing=corpus["pointing"], mass_in_box=corpus["mass"],
+                   pointing_uniform=base["pointing"], mass_in_box_uniform=base["mass"])
+    if objects is not None:
+        by = {}
+        for count in sorted(set(objects)):
+            rows = [i for i, c in enumerate(objects) if c == count]
+            entry = {"sentences": len(rows),
+                     "bleu": metrics.bleu([hyps[i] for i in rows], [refs[i] for i in rows])[0],
+                     "exact_match": metrics.exact_match([hyps[i] for i in rows],
+                                                        [refs[i] for i in rows])}
+            if grounded is not None:
+                part = grounding.corpus_grounding([grounded[i] for i in rows])
+                entry.update(pointing=part["pointing"], mass_in_box=part["mass"])
+            by[str(count)] = entry
+        out["by_objects"] = by
+    return out
 
 
 def source_batch(data: batches.Data, texts: Sequence[str], batch_size: int) -> np.ndarray:
@@ -189,14 +253,35 @@ def translate_texts(data, eval_step, params, texts: Sequence[str], batch_size: i
     per replica, a list of (hyp ids with EOS if emitted, attention [T, S]) per text."""
     out = decoder(eval_step, beam_step, length_penalty)(
         params, source_batch(data, texts, batch_size))
+    return _per_replica(out, len(texts))
+
+
+def _per_replica(out: dict[str, np.ndarray], rows: int) -> list[list[tuple[list[int], Any]]]:
+    """A decoder's output as, per replica, (ids, attention [T, S]) of its first `rows` rows."""
     results = []
     for k in range(out["tokens"].shape[0]):
         per = []
-        for r in range(len(texts)):
+        for r in range(rows):
             length = int(out["lengths"][k, r])
             per.append((out["tokens"][k, r, :length].tolist(), out["attention"][k, r, :length]))
         results.append(per)
     return results
+
+
+def caption_images(eval_step, params, images: np.ndarray, batch_size: int, beam_step=None,
+                   length_penalty: float = 0.6):
+    """`translate_texts` for pictures: images [N, H, W, 3] uint8, decoded `batch_size` at a time
+    (one compiled shape; the last batch padded with black pictures). Per replica, a list of
+    (caption ids with EOS if emitted, attention [T, S] over the grid) per image."""
+    decode = decoder(eval_step, beam_step, length_penalty)
+    results = None
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        src = np.zeros((batch_size, *images.shape[1:]), np.uint8)  # [B, H, W, 3]
+        src[:len(chunk)] = chunk
+        part = _per_replica(decode(params, src), len(chunk))
+        results = part if results is None else [a + b for a, b in zip(results, part)]
+    return results or []
 
 
 def forced_heads(data: batches.Data, eval_step, params, text: str, hyp: Sequence[int],

@@ -4,6 +4,7 @@
 tokens on rows and source tokens on columns; the drawing helpers here are shared with the sweep
 report (`attn_jax.report`), so a heatmap looks the same in a run folder and in a report.
 `run_heatmaps` draws what a training run leaves in WORKDIR/attention/ at its end.
+`caption_strip` draws an image caption's attention over the image, one panel per word.
 
 Figures are `matplotlib.figure.Figure` objects rendered by Agg (PNG) and the PDF backend: pyplot
 and the global backend are never touched, so importing this module is safe in notebooks and in
@@ -21,6 +22,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from attn_jax.data.tokens import EOS, SPECIAL_TOKENS
 
@@ -184,4 +186,76 @@ def head_grid(attention: np.ndarray, src_tokens: Sequence[str], tgt_tokens: Sequ
         fig.suptitle(title, fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, [path])
+    return path
+
+
+STRIP_COLUMNS = 8  # Panels per row of a caption strip.
+
+
+def caption_strip(image: np.ndarray, words: Sequence[str], attention: np.ndarray,
+                  path: str | os.PathLike | None = None, grid: Sequence[int] | None = None,
+                  title: str | None = None, boxes: np.ndarray | None = None,
+                  pdf: bool = False) -> Figure | Path:
+    """Draws a caption's attention over its image, one panel per word (Xu et al. 2015, Fig. 3).
+
+    Each panel shows the image with the word's α_t over the feature grid overlaid as a
+    semi-transparent heatmap, upsampled to the image by nearest neighbour: each cell's weight is
+    painted uniformly over its pixels, the map for which `grounding`'s mass in region is exact
+    (Xu et al. upsample smoothly instead). Colours run from 0 to that word's largest weight; the
+    word is the panel title. Panels wrap into rows of at most STRIP_COLUMNS.
+
+    Args:
+      image: [H, W, 3] uint8 (or [H, W] grey).
+      words: the caption's T' words; attention rows past them (EOS, padding) are dropped.
+      attention: [T, gh, gw] weights, or [T, S] with `grid` = (gh, gw), T >= len(words).
+      path: output file (suffix picks the format; a ".pdf" path also gets a ".png" sibling,
+        `pdf=True` adds a ".pdf" sibling to a PNG path, as `heatmap` does). None: return the
+        figure unsaved.
+      title: optional figure title.
+      boxes: optional [n_words, G, 4] gold boxes (y0, x0, y1, x1), half-open pixels, rows of all
+        -1 padding (`attn_jax.eval.grounding`): drawn as rectangles on the panels of the words
+        that name an object.
+
+    Returns:
+      `path`, or the Figure when `path` is None.
+    """
+    image = np.asarray(image)
+    attention = np.asarray(attention, dtype=float)
+    if attention.ndim == 2:
+        if grid is None or int(grid[0]) * int(grid[1]) != attention.shape[1]:
+            raise ValueError(f"[T, S] attention {attention.shape} needs grid=(gh, gw) with gh*gw = S")
+        attention = attention.reshape(len(attention), int(grid[0]), int(grid[1]))  # [T, gh, gw]
+    if attention.ndim != 3 or len(attention) < len(words):
+        raise ValueError(f"attention {attention.shape} must be [T, gh, gw] with T >= {len(words)} words")
+    height, width = image.shape[:2]
+    extent = (0, width, height, 0)  # pixel edges, so box corners land on pixel boundaries
+    cols = max(min(len(words), STRIP_COLUMNS), 1)
+    rows = -(-len(words) // cols)
+    fig = new_figure(1.7 * cols, 1.9 * rows + (0.3 if title else 0.0))
+    axes = fig.subplots(rows, cols, squeeze=False).reshape(-1)
+    for t, ax in enumerate(axes):
+        ax.set_axis_off()
+        if t >= len(words):
+            continue
+        alpha = attention[t]  # [gh, gw]
+        ax.imshow(image, extent=extent, cmap="gray" if image.ndim == 2 else None)
+        ax.imshow(alpha, extent=extent, cmap=HEATMAP_CMAP, alpha=0.6, interpolation="nearest",
+                  vmin=0.0, vmax=max(float(alpha.max()), 1e-12))
+        ax.set_title(words[t], fontsize=10)
+        for y0, x0, y1, x1 in ([] if boxes is None or t >= len(boxes) else np.asarray(boxes)[t]):
+            if (y0, x0, y1, x1) != (-1, -1, -1, -1):
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="red",
+                                       linewidth=1.5))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    if path is None:
+        return fig
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    targets = [path]
+    if path.suffix.lower() == ".pdf":
+        targets.append(path.with_suffix(".png"))
+    elif pdf:
+        targets.append(path.with_suffix(".pdf"))
+    save_figure(fig, targets)
     return path

@@ -34,7 +34,7 @@ ARCHS: dict[str, Arch] = {
     "rnn": Arch(rnn.ModelConfig, rnn.Seq2Seq, rnn.init_params,
                 only=("flow", "cell", "embed_size", "encoder_hidden", "decoder_hidden",
                       "attention_size", "output_size", "encoder_layers", "bidirectional",
-                      "input_feeding")),
+                      "input_feeding", "encoder")),
     "transformer": Arch(transformer.TransformerConfig, transformer.Transformer,
                         transformer.init_params,
                         only=("layers", "d_model", "d_ff", "norm", "tie_embeddings"),
@@ -78,11 +78,17 @@ def check_fields(model: Any, defaults: Mapping[str, Any]) -> None:
 
 
 def model_config(model: Any, *, src_vocab_size: int, tgt_vocab_size: int, max_source_len: int,
-                 max_decode_extra: int) -> Any:
-    """The validated frozen config of `model.arch`'s family from the `config.model` ConfigDict."""
+                 max_decode_extra: int, image_size: int = 0) -> Any:
+    """The validated frozen config of `model.arch`'s family from the `config.model` ConfigDict.
+    image_size > 0: the sources are images of that size (the RNN's `model.encoder='cnn'`)."""
     arch = get(model.arch)
-    extra = {"max_decode_extra": max_decode_extra} if arch.config is transformer.TransformerConfig \
-        else {}
+    if arch.config is transformer.TransformerConfig:
+        if image_size:
+            raise ValueError("model.arch='transformer' reads text; for image data use "
+                             "--config.model.arch=rnn --config.model.encoder=cnn.")
+        extra = {"max_decode_extra": max_decode_extra}
+    else:
+        extra = {"image_size": image_size}
     return arch.config.from_config(model, src_vocab_size=src_vocab_size,
                                    tgt_vocab_size=tgt_vocab_size, max_source_len=max_source_len,
                                    **extra)

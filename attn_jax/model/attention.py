@@ -367,6 +367,17 @@ class MultiHead(DotProduct):
         return jnp.einsum("bhd,bshd->bhs", q, keys) / math.sqrt(q.shape[-1])  # [B, H, S]
 
 
+class Uniform(Scorer):
+    """The uniform-attention baseline: α_tj = 1/|real j| whatever the query, so c_t is the mean
+    annotation at every step (a learned-nothing reference for what attention's weights add)."""
+
+    uses_keys = False
+
+    @staticmethod
+    def score_fn(config, q, keys, params):
+        return jnp.zeros((q.shape[0], 1, keys.shape[1]), jnp.float32)  # [B, 1, S]
+
+
 class NoAttention(Scorer):
     """The plain encoder-decoder: no context (c_t = 0, α_t = 0).
 
@@ -394,11 +405,13 @@ SCORERS: dict[str, type[Scorer]] = {
     "scaled_general": ScaledGeneral,
     "location": Location,
     "multihead": MultiHead,
+    "uniform": Uniform,
 }
 SCORER_NAMES = tuple(SCORERS)
 # The published scorers, which the main sweep (configs/sweeps/scorer_hidden.py) compares;
-# scaled_general is this project's variant of general (experiments/multi30k/README.md).
-COMPARED = tuple(name for name in SCORER_NAMES if name != "scaled_general")
+# scaled_general is this project's variant of general (experiments/multi30k/README.md); uniform
+# is the baseline of the captioning comparison (configs/sweeps/scenes.py).
+COMPARED = tuple(name for name in SCORER_NAMES if name not in ("scaled_general", "uniform"))
 IMPLS = ("xla", "chunked", "pallas")  # attend_all implementations (module docstring).
 
 

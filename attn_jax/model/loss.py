@@ -34,6 +34,17 @@ def cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
     return loss * weights, nll * weights
 
 
+def doubly_stochastic(attention: jax.Array, target_mask: jax.Array,
+                      source_mask: jax.Array) -> jax.Array:
+    """Xu et al. (2015)'s doubly stochastic attention penalty, summed over sentences:
+    Σ_b Σ_j (1 - Σ_t α_btj)² over real target tokens t and real source positions j.
+
+    attention [B, T, S], target_mask [B, T], source_mask [B, S] -> a scalar."""
+    mass = jnp.einsum("bts,bt->bs", attention.astype(jnp.float32),
+                      target_mask.astype(jnp.float32))  # [B, S]: Σ_t α_tj
+    return jnp.sum(jnp.where(source_mask, (1.0 - mass) ** 2, 0.0))
+
+
 def _token_losses(logp: jax.Array, targets: jax.Array, smoothing: float):
     """(loss, nll) of log-probabilities logp [..., V] for targets [...]: nll = -log p_target,
     loss = (1 - ε) nll - ε mean_v log p_v (nll when ε = 0)."""

@@ -35,12 +35,16 @@ import jax.numpy as jnp
 
 from attn_jax.data.tokens import BOS, EOS, PAD, UNK  # noqa: F401  (models.PAD etc. for callers)
 from attn_jax.model import attention as attn_lib
+from attn_jax.model import image as image_lib
 from attn_jax.model import loss as loss_lib
 from attn_jax.model import recurrence
 from attn_jax.model import rows as rows_lib
 from attn_jax.model.layers import CELLS, Cell, Linear, hidden, initial_carry
 
 FLOWS = ("bahdanau", "luong")
+# What the annotations h_j come from: 'rnn' (source tokens [B, S] through the embedding and the
+# RNN encoder) | 'cnn' (images [B, H, W, 3] through `attn_jax.model.image`, a grid of S cells).
+ENCODERS = ("rnn", "cnn")
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 
@@ -68,6 +72,8 @@ class ModelConfig:
     dropout: float = 0.0
     dtype: str = "float32"  # Matmul dtype: "float32" | "bfloat16" (parameters stay float32).
     attention_impl: str = "xla"  # attend_all: attention.IMPLS ("xla" | "chunked" | "pallas").
+    encoder: str = "rnn"  # ENCODERS: source tokens through an RNN, or images through a CNN.
+    image_size: int = 0  # Pixels per side of the images (encoder 'cnn'); 0 for text.
 
     @property
     def annotation_size(self) -> int:
@@ -96,6 +102,18 @@ class ModelConfig:
         if self.dtype not in DTYPES:
             raise ValueError(f"Unknown model dtype {self.dtype!r}; valid: {', '.join(DTYPES)} "
                              "(set --config.model.dtype=NAME).")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"Unknown model.encoder {self.encoder!r}; valid: "
+                             f"{', '.join(ENCODERS)} (--config.model.encoder=NAME).")
+        if self.encoder == "cnn" and not self.image_size:
+            raise ValueError("model.encoder='cnn' reads images, but the data is text: use "
+                             "--config.model.encoder=rnn, or image data (--config.data.name="
+                             "scenes or images:FOLDER).")
+        if self.encoder == "rnn" and self.image_size:
+            raise ValueError("The data holds images, which the RNN encoder cannot read: set "
+                             "--config.model.encoder=cnn.")
+        if self.image_size:
+            image_lib.grid_shape(self.image_size)
         for field in ("src_vocab_size", "tgt_vocab_size", "embed_size", "encoder_hidden",
                       "encoder_layers", "decoder_hidden", "output_size"):
             if getattr(self, field) <= 0:
@@ -107,7 +125,7 @@ class ModelConfig:
 
     @classmethod
     def from_config(cls, model: Any, *, src_vocab_size: int, tgt_vocab_size: int,
-                    max_source_len: int) -> ModelConfig:
+                    max_source_len: int, image_size: int = 0) -> ModelConfig:
         """From the `config.model` ConfigDict. Zero sizes are derived from `hidden_size`:
 
         decoder_hidden = output_size = hidden_size, attention_size = embed_size = hidden_size // 2,
@@ -131,8 +149,9 @@ class ModelConfig:
             attention_size=derived(model.attention_size, max(h // 2, 1)),
             num_heads=model.num_heads,
             output_size=derived(model.output_size, h), input_feeding=model.input_feeding,
-            max_source_len=max_source_len, dropout=model.dropout, dtype=model.dtype,
-            attention_impl=model.attention_impl).validate()
+            max_source_len=image_lib.num_cells(image_size) if image_size > 0 else max_source_len,
+            dropout=model.dropout, dtype=model.dtype, attention_impl=model.attention_impl,
+            encoder=model.encoder, image_size=image_size).validate()
 
 
 def reverse_rows(x: jax.Array, lengths: jax.Array) -> jax.Array:
@@ -195,9 +214,12 @@ class Seq2Seq(nn.Module):
     def setup(self):
         c = self.config
         dtype = c.compute_dtype
-        self.src_embed = nn.Embed(c.src_vocab_size, c.embed_size, name="src_embed")
+        if c.encoder == "cnn":
+            self.image_encoder = image_lib.ImageEncoder(c.annotation_size, dtype, name="image")
+        else:
+            self.src_embed = nn.Embed(c.src_vocab_size, c.embed_size, name="src_embed")
+            self.encoder = Encoder(c, name="encoder")
         self.tgt_embed = nn.Embed(c.tgt_vocab_size, c.embed_size, name="tgt_embed")
-        self.encoder = Encoder(c, name="encoder")
         self.bridge = Linear(c.annotation_size, c.decoder_hidden, dtype=dtype, name="bridge")
         self.attention = attn_lib.make_scorer(c.attention, name="attention")
         context = self.attention.context_size
@@ -221,15 +243,21 @@ class Seq2Seq(nn.Module):
 
     def encode(self, src: jax.Array, deterministic: bool = True,
                extent: dict[str, jax.Array] | None = None, compact: bool = False):
-        """src [B, S] -> (memory, carry): attention memory (keys projected once) and s_0.
+        """src [B, S] (images: [B, H, W, 3]) -> (memory, carry): attention memory (keys projected
+        once) and s_0.
 
         extent: loop bounds (`Seq2Seq.loss`); compact: projections over real rows only."""
         c = self.config
-        mask = src != PAD  # [B, S]
-        steps, bound = (None, None) if extent is None else (extent["src"], extent["src_rows"])
-        x = self.dropout(self.src_embed(src), deterministic=deterministic)  # [B, S, E]
-        annotations, final = self.encoder(x, mask, deterministic, steps, compact, bound)
-        plan = rows_lib.plan(mask.reshape(-1), rows_lib.CHUNK, bound) if compact else None
+        if c.encoder == "cnn":  # Every grid cell is real; s_0 from the mean annotation.
+            annotations = self.image_encoder(src)  # [B, S, Da]
+            mask = jnp.ones(annotations.shape[:2], bool)  # [B, S]
+            final, plan = annotations.mean(1), None  # [B, Da]
+        else:
+            mask = src != PAD  # [B, S]
+            steps, bound = (None, None) if extent is None else (extent["src"], extent["src_rows"])
+            x = self.dropout(self.src_embed(src), deterministic=deterministic)  # [B, S, E]
+            annotations, final = self.encoder(x, mask, deterministic, steps, compact, bound)
+            plan = rows_lib.plan(mask.reshape(-1), rows_lib.CHUNK, bound) if compact else None
         memory = self.attention.prepare(annotations, mask, plan)
         s0 = jnp.tanh(self.bridge(final))  # [B, Hd]
         carry = {"rnn": initial_carry(c.cell, s0)}
@@ -267,9 +295,10 @@ class Seq2Seq(nn.Module):
         return jnp.swapaxes(logits, 0, 1), aux
 
     def loss(self, src: jax.Array, tgt_in: jax.Array, tgt_out: jax.Array, *,
-             smoothing: float = 0.0, deterministic: bool = True,
-             extent: dict[str, jax.Array] | None = None):
+             smoothing: float = 0.0, attention_penalty: float = 0.0,
+             deterministic: bool = True, extent: dict[str, jax.Array] | None = None):
         """Training loss without [B, T, V] logits: (Σ loss, Σ nll, Σ weight, aux) over real tokens.
+        attention_penalty λ > 0 adds λ · `loss_lib.doubly_stochastic` to Σ loss.
 
         extent (optional, traced): bounds shared by vmapped replicas (`steps.extent`): the longest
         source and target ("src", "tgt") and the most real source and target tokens ("src_rows",
@@ -284,6 +313,11 @@ class Seq2Seq(nn.Module):
             self._head(), features.reshape(t * b, f), targets, weights, plan, smoothing=smoothing,
             dropout_rate=rate, dropout_key=self.make_rng("dropout") if rate > 0 else None,
             dtype=self.config.compute_dtype)
+        if attention_penalty:
+            source_mask = (jnp.ones(aux["attention"].shape[::2], bool)
+                           if self.config.encoder == "cnn" else src != PAD)  # [B, S]
+            loss = loss + attention_penalty * loss_lib.doubly_stochastic(
+                aux["attention"], tgt_out != PAD, source_mask)
         return loss, nll, weights.sum(), aux
 
     def token_nll(self, src: jax.Array, tgt_in: jax.Array, tgt_out: jax.Array):
@@ -377,9 +411,10 @@ def init_params(model: Seq2Seq, rng: jax.Array, src_len: int):
 
     def touch(mdl, src):
         memory, carry = mdl.encode(src)
-        return mdl.decode_step(carry, src[:, 0], memory)
+        return mdl.decode_step(carry, jnp.ones((1,), jnp.int32), memory)
 
-    src = jnp.ones((1, src_len), jnp.int32)
+    size = model.config.image_size  # Images: a dummy picture (src_len does not apply).
+    src = jnp.ones((1, size, size, 3), jnp.uint8) if size else jnp.ones((1, src_len), jnp.int32)
     return model.init({"params": rng}, src, method=touch)["params"]
 
 

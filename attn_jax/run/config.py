@@ -30,6 +30,7 @@ from typing import Any
 import jax
 import ml_collections
 
+from attn_jax.data import sources
 from attn_jax.model import arch as arch_lib
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -55,6 +56,7 @@ SAFE_TO_CHANGE = (
 ABSENT_MEANS_DEFAULT = (
     "model.arch", "model.layers", "model.d_model", "model.d_ff", "model.norm",
     "model.tie_embeddings",  # The Transformer's fields: runs before it were RNNs.
+    "model.encoder", "train.attention_penalty",  # Images: runs before them read text.
 )
 
 
@@ -265,7 +267,8 @@ def validate(config: ml_collections.ConfigDict) -> Any:
               "eval.max_decode_extra": e.max_decode_extra, "train.grad_clip": t.grad_clip,
               "data.batch_tokens": config.data.batch_tokens,
               "train.early_stop_patience": t.early_stop_patience,
-              "train.early_stop_min_delta": t.early_stop_min_delta}
+              "train.early_stop_min_delta": t.early_stop_min_delta,
+              "train.attention_penalty": t.attention_penalty}
     for key, value in nonneg.items():
         if value < 0:
             raise ValueError(f"{key} must be >= 0, got {value} (--config.{key}=...).")
@@ -292,11 +295,16 @@ def validate(config: ml_collections.ConfigDict) -> Any:
                 f"train.{key} ({value}) must be a multiple of train.log_every ({t.log_every}) so "
                 f"that resumed runs log the same rows: set --config.train.{key}={options}, or 0 "
                 "to derive it.")
+    if t.attention_penalty and config.model.arch != "rnn":
+        raise ValueError(f"train.attention_penalty is the RNN decoder's (one map per target "
+                         f"token); model.arch={config.model.arch!r} takes "
+                         "--config.train.attention_penalty=0.")
     # The model's family, names and sizes, checked by the model wing (its config's validate).
     arch_lib.check_fields(config.model, _defaults()["model"])
     return arch_lib.model_config(config.model, src_vocab_size=1, tgt_vocab_size=1,
                                  max_source_len=max(config.data.buckets),
-                                 max_decode_extra=config.eval.max_decode_extra)
+                                 max_decode_extra=config.eval.max_decode_extra,
+                                 image_size=sources.image_size(config.data.name))
 
 
 def derive(config: ml_collections.ConfigDict, *, src_vocab_size: int, tgt_vocab_size: int,

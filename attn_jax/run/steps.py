@@ -101,11 +101,13 @@ def extent(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     def most(x):  # [K, B, L] -> the most real tokens of one replica
         return jnp.max(jnp.sum(x != PAD, axis=(1, 2)))
 
-    return {"src": longest(batch["src"]), "tgt": longest(batch["tgt_out"]),
-            "src_rows": most(batch["src"]), "rows": most(batch["tgt_out"])}
+    src = batch["src"]  # Images [K, B, H, W, 3] have no source bounds: every cell is real.
+    bounds = {"src": longest(src), "src_rows": most(src)} if src.ndim == 3 else {}
+    return {**bounds, "tgt": longest(batch["tgt_out"]), "rows": most(batch["tgt_out"])}
 
 
-def _train_step_one(model, tx, smoothing, shard_keys: bool, state: TrainState, batch, bounds):
+def _train_step_one(model, tx, smoothing, penalty, shard_keys: bool, state: TrainState, batch,
+                    bounds):
     """One replica's step inside the layout's shard_map: the batch is this device's rows, so the
     token count and the gradients are summed over the `data` axis (the update is the one of the
     whole batch). With `shard_keys` each device folds its `data` index into the dropout key, so
@@ -120,7 +122,8 @@ def _train_step_one(model, tx, smoothing, shard_keys: bool, state: TrainState, b
         loss, nll, _, _ = model.apply(
             {"params": params}, batch["src"], batch["tgt_in"], batch["tgt_out"],
             smoothing=smoothing, deterministic=False, extent=bounds,
-            rngs={"dropout": dropout_key}, method="loss")
+            rngs={"dropout": dropout_key}, method="loss",
+            **({"attention_penalty": penalty} if penalty else {}))
         return loss / jnp.maximum(weight, 1.0), nll
 
     (_, nll), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -132,8 +135,10 @@ def _train_step_one(model, tx, smoothing, shard_keys: bool, state: TrainState, b
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def make_train_step(model, tx, smoothing: float, layout: sharding.Layout | None = None):
+def make_train_step(model, tx, smoothing: float, layout: sharding.Layout | None = None,
+                    attention_penalty: float = 0.0):
     """(state [K...], batch [K, B, L]) -> (state, metrics [K]); jitted, state donated.
+    attention_penalty: train.attention_penalty (the model's `loss` adds it when > 0).
 
     The step is a shard_map over the `layout`'s mesh (one device when None): each device runs
     the same program on its replicas (`seeds`) and rows (`data`); the fused loops of each device
@@ -142,7 +147,8 @@ def make_train_step(model, tx, smoothing: float, layout: sharding.Layout | None 
     layout = layout or sharding.single_device()
     # A one-device run draws the dropout masks it always drew (no shard index folded in), so a
     # run saved before resumes exactly; devices of a larger mesh each fold in their own.
-    one = functools.partial(_train_step_one, model, tx, smoothing, layout.size > 1)
+    one = functools.partial(_train_step_one, model, tx, smoothing, attention_penalty,
+                            layout.size > 1)
 
     def local(state, batch):
         return jax.vmap(one, in_axes=(0, 0, None))(state, batch, extent(batch))

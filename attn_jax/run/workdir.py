@@ -153,19 +153,19 @@ def window_metrics(window: list[dict[str, Any]], seconds: float, lr: float) -> l
 
 
 def mean_metrics(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
-    """The mean over replicas of each number (bucket by bucket for a dict; None where any replica
-    has None); anything else (a signature string, a bool) where every replica has the same, else
-    None (e.g. `best_head` when the seeds' best heads differ: `aer_best_head` is then the mean of
-    each seed's own best head, and the per-seed entries name them)."""
-    out = {}
-    for key, value in per_seed[0].items():
-        if isinstance(value, dict):
-            out[key] = {b: (None if any(p[key][b] is None for p in per_seed)
-                            else float(np.mean([p[key][b] for p in per_seed]))) for b in value}
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = float(np.mean([p[key] for p in per_seed]))
-        elif value is None:
-            out[key] = None
-        else:
-            out[key] = value if all(p[key] == value for p in per_seed) else None
-    return out
+    """The mean over replicas of each number (key by key, at any depth, for a dict; None where
+    any replica has None); anything else (a signature string, a bool) where every replica has the
+    same, else None (e.g. `best_head` when the seeds' best heads differ: `aer_best_head` is then
+    the mean of each seed's own best head, and the per-seed entries name them)."""
+    return {key: _mean([p[key] for p in per_seed]) for key in per_seed[0]}
+
+
+def _mean(values: list[Any]) -> Any:
+    first = values[0]
+    if isinstance(first, dict):
+        return {key: _mean([v[key] for v in values]) for key in first}
+    if any(v is None for v in values):
+        return None
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        return float(np.mean(values))
+    return first if all(v == first for v in values) else None

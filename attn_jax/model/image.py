@@ -1,0 +1,76 @@
+"""The image encoder (`model.encoder = "cnn"`): a picture as a grid of annotations h_j.
+
+Show, Attend and Tell (Xu et al. 2015) replaces the source RNN's annotations by the feature grid
+of a CNN: each of the S = H'·W' cells is one h_j, and the decoder, the scorers and both decoder
+flows are the text model's, unchanged. Here a small CNN for the embedded 64 x 64 scenes
+(attn_jax/data/scenes.py):
+
+    x  = pixels / 127.5 - 1                               [B, H, W, 3]
+    x  = relu(conv4x4 stride 2, padding 1), twice         [B, H/4, W/4, D/4 -> D/2]
+    x  = relu(conv2x2 stride 2)                           [B, H/8, W/8, D]
+    x  = conv1x1(relu(conv1x1(x, D)), D)                  [B, H/8, W/8, D]   (per cell)
+    h  = flatten(x) + P                                   [B, S, D], S = (H/8)(W/8)
+
+P is a learned embedding of the S positions (row-major), so a scorer can tell where a cell is
+(the captions say "to the left of"). Every cell is real: the source mask is all ones. The
+decoder's initial state is the bridge of the mean annotation (Xu et al.'s `init` MLP of the mean).
+
+Each annotation sees RECEPTIVE_FIELD = 14 pixels centred on its 8-pixel cell, no more: even
+kernels with symmetric padding keep every receptive field centred on its cell (3 x 3 kernels of
+stride 2 with 'SAME' padding shift it half a pixel per layer, 3.5 pixels in all, so a cell
+looked at its lower-right neighbour's pixels), and the layers after the grid are per cell (a
+3 x 3 convolution there let a cell see 31 pixels). So looking at an object is the way to see it,
+and the attention that reads an object lies on it (experiments/scenes/README.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+GRID_HALVINGS = 3  # Stride-2 convolutions: a cell covers 2**3 = 8 x 8 pixels.
+CELL = 2 ** GRID_HALVINGS
+KERNELS = (4, 4, 2)  # Per stride-2 layer; (k - 2) / 2 padding each side centres the field.
+RECEPTIVE_FIELD = 1 + sum((k - 1) * 2 ** i for i, k in enumerate(KERNELS))  # 14 px
+
+
+def grid_shape(image_size: int) -> tuple[int, int]:
+    """(H', W') of the annotation grid of a square image of `image_size` pixels."""
+    if image_size <= 0 or image_size % CELL:
+        raise ValueError(f"image size {image_size} must be a positive multiple of {CELL} (the "
+                         f"CNN halves it {GRID_HALVINGS} times).")
+    return image_size // CELL, image_size // CELL
+
+
+def num_cells(image_size: int) -> int:
+    """S: annotations per image."""
+    h, w = grid_shape(image_size)
+    return h * w
+
+
+class ImageEncoder(nn.Module):
+    """images [B, H, W, 3] (uint8 or float in 0..255) -> annotations [B, S, features]."""
+
+    features: int  # D: the annotation size the scorers read.
+    dtype: Any = None  # Matmul dtype (None: float32).
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        d = self.features
+        widths = [max(d // 4, 1), max(d // 2, 1), d][-GRID_HALVINGS:]
+        def conv(width, size, stride, name):
+            pad = (size - stride) // 2  # Symmetric: the field stays centred on its cell.
+            return nn.Conv(width, (size, size), strides=stride, padding=((pad, pad), (pad, pad)),
+                           dtype=self.dtype, name=name)
+
+        x = images.astype(jnp.float32) / 127.5 - 1.0  # [B, H, W, 3]
+        for i, (width, size) in enumerate(zip(widths, KERNELS)):
+            x = nn.relu(conv(width, size, 2, f"down_{i}")(x))  # halves H and W
+        x = nn.relu(conv(d, 1, 1, "cell")(x))  # [B, H', W', D]: per cell from here on
+        x = conv(d, 1, 1, "out")(x).astype(jnp.float32)  # [B, H', W', D]
+        b, h, w, _ = x.shape
+        positions = self.param("positions", nn.initializers.normal(0.02), (h * w, d))  # [S, D]
+        return x.reshape(b, h * w, d) + positions  # [B, S, D]

@@ -1,0 +1,123 @@
+"""The image encoder (`model.encoder='cnn'`) in the RNN model: grid shapes, an all-real source
+mask, teacher-forced outputs equal to step-by-step decoding in both flows, and Xu et al.'s
+doubly stochastic penalty in the fused loss (value and gradient) against plain autodiff."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attn_jax.model import image, rnn
+from attn_jax.model import loss as loss_lib
+
+SIZE = 32  # Pixels per side: a 4 x 4 grid keeps the tests fast.
+
+
+def _model(flow="bahdanau", scorer="additive"):
+    config = rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=12, encoder="cnn", image_size=SIZE,
+                             flow=flow, scorer=scorer, embed_size=8, encoder_hidden=16,
+                             decoder_hidden=16, attention_size=8, output_size=16).validate()
+    model = rnn.Seq2Seq(config)
+    return model, rnn.init_params(model, jax.random.key(0), 1)
+
+
+def _batch():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, SIZE, SIZE, 3)).astype(np.uint8)  # [B, H, W, 3]
+    tgt_in = np.array([[1, 5, 6, 7, 0], [1, 8, 9, 0, 0]], np.int32)  # BOS = 1, PAD = 0
+    tgt_out = np.array([[5, 6, 7, 2, 0], [8, 9, 2, 0, 0]], np.int32)  # EOS = 2
+    return images, tgt_in, tgt_out
+
+
+def test_grid_shape_and_errors():
+    assert image.grid_shape(64) == (8, 8) and image.num_cells(32) == 16
+    with pytest.raises(ValueError, match="multiple of 8"):
+        image.grid_shape(60)
+    with pytest.raises(ValueError, match="encoder=rnn"):
+        rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, encoder="cnn").validate()
+    with pytest.raises(ValueError, match="encoder=cnn"):
+        rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, image_size=64).validate()
+
+
+def test_each_annotation_sees_a_window_centred_on_its_cell():
+    """The pixels a cell's annotation depends on (its gradient's support) are the
+    RECEPTIVE_FIELD x RECEPTIVE_FIELD window centred on the cell's own 8 x 8 pixels."""
+    encoder = image.ImageEncoder(8)
+    pictures = jax.random.normal(jax.random.key(1), (1, SIZE, SIZE, 3))
+    params = encoder.init(jax.random.key(0), pictures)
+    row, col = 2, 1  # of the 4 x 4 grid
+    grad = jax.grad(lambda x: encoder.apply(params, x)[0, row * 4 + col].sum())(pictures)
+    ys, xs = np.nonzero(np.abs(np.asarray(grad))[0].sum(-1))
+    margin = (image.RECEPTIVE_FIELD - image.CELL) // 2  # 3 pixels each side
+    assert (ys.min(), ys.max()) == (row * 8 - margin, row * 8 + 7 + margin)
+    assert (xs.min(), xs.max()) == (col * 8 - margin, col * 8 + 7 + margin)
+
+
+def test_encode_gives_one_real_annotation_per_cell():
+    model, params = _model()
+    images, _, _ = _batch()
+    memory, _ = model.apply({"params": params}, images, method="encode")
+    assert memory.mask.shape == (2, image.num_cells(SIZE)) and bool(memory.mask.all())
+    assert "src_embed" not in params and "image" in params  # no token path at all
+
+
+@pytest.mark.parametrize("flow,scorer", [("bahdanau", "additive"), ("luong", "general"),
+                                         ("bahdanau", "location")])
+def test_teacher_forced_equals_step_by_step(flow, scorer):
+    model, params = _model(flow, scorer)
+    images, tgt_in, _ = _batch()
+    logits, aux = model.apply({"params": params}, images, tgt_in)
+    ref_logits, ref_attention = rnn.step_by_step(model, params, images, tgt_in)
+    np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
+    np.testing.assert_allclose(aux["attention"], ref_attention, atol=1e-6)
+    np.testing.assert_allclose(aux["attention"].sum(-1), 1.0, atol=1e-5)
+
+
+def test_doubly_stochastic_penalty_matches_autodiff():
+    model, params = _model()
+    images, tgt_in, tgt_out = _batch()
+    lam = 0.7
+
+    def fused(p):
+        return model.apply({"params": p}, images, tgt_in, tgt_out, attention_penalty=lam,
+                           method="loss")[0]
+
+    def reference(p):
+        _, attention = rnn.step_by_step(model, p, images, tgt_in)  # [B, T, S]
+        mass = (attention * (tgt_out != 0)[..., None]).sum(1)  # [B, S]
+        return (rnn.step_by_step_loss(model, p, images, tgt_in, tgt_out)
+                + lam * jnp.sum((1.0 - mass) ** 2))
+
+    np.testing.assert_allclose(fused(params), reference(params), rtol=1e-5)
+    got, want = jax.grad(fused)(params), jax.grad(reference)(params)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_doubly_stochastic_by_hand():
+    attention = jnp.array([[[0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]])  # [1, 3, 3]
+    target = jnp.array([[True, True, False]])  # the third row is padding
+    source = jnp.array([[True, True, False]])  # the third position is padding
+    # Σ_t α over real rows: [0.5, 1.5, 0]; real positions only: (0.5)² + (-0.5)² = 0.5.
+    assert float(loss_lib.doubly_stochastic(attention, target, source)) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"model.encoder": "cnn"}, "the data is text"),  # configs/default.py: text
+    ({"data.name": "scenes"}, "encoder=cnn"),  # pictures need the CNN
+    ({"data.name": "scenes", "model.arch": "transformer"}, "arch=rnn --config.model.encoder=cnn"),
+    ({"data.name": "scenes", "model.encoder": "cnn", "model.arch": "transformer"},
+     "does not read encoder"),
+    ({"model.encoder": "grid"}, "valid: rnn, cnn"),
+    ({"train.attention_penalty": 0.5, "model.arch": "transformer"}, "attention_penalty=0"),
+    ({"train.attention_penalty": -1.0}, "must be >= 0"),
+])
+def test_config_checks_name_the_fix(overrides, match):
+    """Bad image settings fail in `config.validate`, before any data is read or compiled."""
+    from attn_jax.run import config as config_lib
+
+    config = config_lib.load_config_file("configs/default.py")
+    for key, value in overrides.items():
+        config_lib.override(config, key, value)
+    with pytest.raises(ValueError, match=match):
+        config_lib.validate(config)
