@@ -461,8 +461,9 @@ def _main(argv):
     sharding.initialize_distributed()
     results = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
     test = results["test"]
+    pictures = {f"test_{k}": test[k] for k in ("cider", "pointing", "mass_in_box") if k in test}
     print(json.dumps({"test_bleu": test["bleu"], "test_exact_match": test["exact_match"],
-                      "test_aer": test["aer"], "test_perplexity": test["perplexity"],
+                      "test_aer": test["aer"], "test_perplexity": test["perplexity"], **pictures,
                       "running_example": results.get("running_example", {}).get("hyp"),
                       "wall_seconds": results.get("wall_seconds"),
                       "seconds": results.get("seconds")}, indent=1))
