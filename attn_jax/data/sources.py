@@ -176,10 +176,15 @@ class SyntheticConfig(tfds.core.BuilderConfig):
     test_size: int = 0
     seed: int = 0
 
+    @staticmethod
+    def generator() -> str:
+        """The version of the generator the data come from (part of the name)."""
+        return _generator_fingerprint()
+
     @classmethod
     def make(cls, train_size: int, valid_size: int, test_size: int, seed: int) -> SyntheticConfig:
         name = (f"train{train_size}_valid{valid_size}_test{test_size}_seed{seed}"
-                f"_gen{_generator_fingerprint()}")
+                f"_gen{cls.generator()}")
         return cls(name=name, train_size=train_size, valid_size=valid_size, test_size=test_size,
                    seed=seed)
 
@@ -223,12 +228,9 @@ def _scenes_module():
 class ScenesConfig(SyntheticConfig):
     """One prepared copy per (sizes, seed, scenes.GENERATOR_VERSION); the name encodes all."""
 
-    @classmethod
-    def make(cls, train_size: int, valid_size: int, test_size: int, seed: int) -> ScenesConfig:
-        name = (f"train{train_size}_valid{valid_size}_test{test_size}_seed{seed}"
-                f"_gen{_scenes_module().GENERATOR_VERSION}")
-        return cls(name=name, train_size=train_size, valid_size=valid_size, test_size=test_size,
-                   seed=seed)
+    @staticmethod
+    def generator() -> str:
+        return _scenes_module().GENERATOR_VERSION
 
 
 class Scenes(_LocalBuilder):

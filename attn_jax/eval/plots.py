@@ -47,6 +47,19 @@ def save_figure(fig: Figure, paths: Sequence[Path]) -> list[Path]:
     return list(paths)
 
 
+def _save_beside(fig: Figure, path: Path, pdf: bool) -> Path:
+    """Saves `fig` at `path`; a ".pdf" path also gets a ".png" sibling, `pdf` adds a ".pdf"
+    sibling to a PNG path. Returns `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    targets = [path]
+    if path.suffix.lower() == ".pdf":
+        targets.append(path.with_suffix(".png"))
+    elif pdf:
+        targets.append(path.with_suffix(".pdf"))
+    save_figure(fig, targets)
+    return path
+
+
 def fit_labels(
     attention: np.ndarray, src_tokens: Sequence[str], tgt_tokens: Sequence[str]
 ) -> tuple[np.ndarray, list[str], list[str]]:
@@ -120,14 +133,7 @@ def heatmap(
     fig.colorbar(image, ax=ax, label="attention weight", shrink=0.9)
     if title:
         ax.set_title(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    targets = [path]
-    if path.suffix.lower() == ".pdf":
-        targets.append(path.with_suffix(".png"))
-    elif pdf:
-        targets.append(path.with_suffix(".pdf"))
-    save_figure(fig, targets)
-    return path
+    return _save_beside(fig, path, pdf)
 
 
 RUNNING_EXAMPLE = "running_example"  # The name of the dataset's running example in `texts`.
@@ -251,11 +257,4 @@ def caption_strip(image: np.ndarray, words: Sequence[str], attention: np.ndarray
     if path is None:
         return fig
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    targets = [path]
-    if path.suffix.lower() == ".pdf":
-        targets.append(path.with_suffix(".png"))
-    elif pdf:
-        targets.append(path.with_suffix(".pdf"))
-    save_figure(fig, targets)
-    return path
+    return _save_beside(fig, path, pdf)
