@@ -26,7 +26,7 @@ import numpy as np
 from absl import flags
 
 from attn_jax.data import scenes, sources
-from attn_jax.eval import plots
+from attn_jax.eval import evaluate, plots
 from attn_jax.model import image as image_lib
 from attn_jax.run import cli
 from attn_jax.translate import TranslateError, Translator
@@ -89,19 +89,13 @@ class Captioner:
         return picture
 
     def caption(self, pictures: np.ndarray) -> list[tuple[str, list[str], np.ndarray]]:
-        """pictures [N <= batch_size, H, W, 3] uint8 -> (caption, its tokens, attention
-        [T, H', W']) per picture, from one padded batch (one compiled shape)."""
+        """pictures [N, H, W, 3] uint8 -> (caption, its tokens, attention [T, H', W']) per
+        picture, decoded as the run's evaluation decodes (`evaluate.caption_images`)."""
         runner = self.runner
-        src = np.zeros((runner.batch_size, *pictures.shape[1:]), np.uint8)  # [B, H, W, 3]
-        src[:len(pictures)] = pictures
-        out = runner.decode(runner.params, src)  # [1, B, ...]: replica 0
-        results = []
-        for r in range(len(pictures)):
-            ids = out["tokens"][0, r, :out["lengths"][0, r]].tolist()
-            attention = out["attention"][0, r, :len(ids)].reshape(len(ids), *self.grid)
-            results.append((runner.tgt_vocab.decode(ids), runner.tgt_vocab.pieces(ids),
-                            attention))
-        return results
+        captions = evaluate.caption_images(runner.decode, runner.params, pictures,
+                                           runner.batch_size)[0]  # replica 0
+        return [(runner.tgt_vocab.decode(ids), runner.tgt_vocab.pieces(ids),
+                 attention.reshape(len(ids), *self.grid)) for ids, attention in captions]
 
 
 def _batches(captioner: Captioner, paths: Iterable[str]) -> Iterator[list[tuple[str, np.ndarray]]]:

@@ -384,8 +384,8 @@ def _caption_figures(run: _Run, params, eval_step, beam_step):
         for i in picks]  # (reference, its words' gold boxes)
     if not pictures:
         return {}, None
-    captions = evaluate.caption_images(eval_step, params, np.stack(pictures), ev.batch_size,
-                                       beam_step, ev.length_penalty)[0]  # replica 0
+    decode = evaluate.decoder(eval_step, beam_step, ev.length_penalty)  # as the metrics'
+    captions = evaluate.caption_images(decode, params, np.stack(pictures), ev.batch_size)[0]
     grid = image_lib.grid_shape(test_sp.images.shape[1])
     out = {}
     for name, picture, (reference, boxes), (ids, weights) in zip(names, pictures, gold,

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from attn_jax.data import batches
+from attn_jax.data import batches, scenes
 from attn_jax.data.tokens import BOS, PAD
 from attn_jax.eval import cider as cider_lib
 from attn_jax.eval import grounding, metrics
@@ -121,6 +121,9 @@ def run_split(data: batches.Data, split: str, eval_step, params, *, batch_size: 
     predicted = [[set() for _ in range(n)] for _ in range(num_seeds)]
     grounded = [[None] * n for _ in range(num_seeds)]  # image data: per-sentence grounding sums
     boxes = sp.boxes if attends else None
+    if boxes is not None:  # Square pictures and the CNN's grid over them.
+        image_hw = sp.images.shape[1:3]
+        grid = image_lib.grid_shape(image_hw[0])
     heads = None  # Per-head families: (layers, heads), then every head's entropy and alignments.
     for batch in batches.eval_batches(data, split, batch_size):
         rows = [(r, i) for r, i in enumerate(batch["index"].tolist()) if 0 <= i < n]
@@ -159,16 +162,15 @@ def run_split(data: batches.Data, split: str, eval_step, params, *, batch_size: 
                     predicted[k][i] = metrics.word_alignment(
                         scored["forced_attention"][k, r], *word_maps[i])
                 if boxes is not None:
-                    grounded[k][i] = _grounding(scored["forced_attention"][k, r], boxes[i],
-                                                sp.images.shape[1])
+                    grounded[k][i] = grounding.sentence_grounding(
+                        scored["forced_attention"][k, r], boxes[i], image_hw, grid)
     refs = sp.tgt_text[:n]
     src_lengths = [len(s.split()) for s in sp.src_text[:n]]
-    objects = [object_count(b) for b in sp.boxes[:n]] if sp.boxes is not None else None
+    # The scenes' captions say how many objects their pictures hold.
+    objects = [scenes.object_count(r) for r in refs] if sp.boxes is not None else None
     uniform = None  # The uniform-attention baseline's grounding, on the words scored above.
     if boxes is not None:
-        size = sp.images.shape[1]
-        uniform = [grounding.uniform_grounding(b, (size, size), image_lib.grid_shape(size))
-                   for b in boxes[:n]]
+        uniform = [grounding.uniform_grounding(b, image_hw, grid) for b in boxes[:n]]
     results = []
     for k in range(num_seeds):
         loss = nll[k] / max(weight, 1.0)
@@ -193,19 +195,6 @@ def run_split(data: batches.Data, split: str, eval_step, params, *, batch_size: 
     return SplitOutput(metrics=results, hyps=hyps)
 
 
-def object_count(boxes: np.ndarray) -> int:
-    """Objects a caption names: the distinct gold boxes of its words ([n, G, 4], -1 padded)."""
-    real = boxes.reshape(-1, 4)
-    return len({tuple(b) for b in real[(real >= 0).all(-1)].tolist()})
-
-
-def _grounding(attention: np.ndarray, boxes: np.ndarray, image_size: int) -> dict[str, Any]:
-    """One force-decoded caption's grounding sums (`grounding.sentence_grounding`): attention
-    [T, S] over the grid of a square image of `image_size` pixels."""
-    return grounding.sentence_grounding(attention, boxes, (image_size, image_size),
-                                        image_lib.grid_shape(image_size))
-
-
 def _image_metrics(hyps: Sequence[str], refs: Sequence[str], grounded: list | None,
                    objects: list[int] | None, uniform: list | None) -> dict[str, Any]:
     """CIDEr-D, and (with gold boxes) pointing and mass in the gold region, over the split and by
@@ -219,15 +208,15 @@ def _image_metrics(hyps: Sequence[str], refs: Sequence[str], grounded: list | No
                    pointing_uniform=base["pointing"], mass_in_box_uniform=base["mass"])
     if objects is not None:
         by = {}
+        parts = grounding.grounding_by_count(grounded, objects) if grounded is not None else {}
         for count in sorted(set(objects)):
             rows = [i for i, c in enumerate(objects) if c == count]
             entry = {"sentences": len(rows),
                      "bleu": metrics.bleu([hyps[i] for i in rows], [refs[i] for i in rows])[0],
                      "exact_match": metrics.exact_match([hyps[i] for i in rows],
                                                         [refs[i] for i in rows])}
-            if grounded is not None:
-                part = grounding.corpus_grounding([grounded[i] for i in rows])
-                entry.update(pointing=part["pointing"], mass_in_box=part["mass"])
+            if count in parts:
+                entry.update(pointing=parts[count]["pointing"], mass_in_box=parts[count]["mass"])
             by[str(count)] = entry
         out["by_objects"] = by
     return out
@@ -268,12 +257,11 @@ def _per_replica(out: dict[str, np.ndarray], rows: int) -> list[list[tuple[list[
     return results
 
 
-def caption_images(eval_step, params, images: np.ndarray, batch_size: int, beam_step=None,
-                   length_penalty: float = 0.6):
-    """`translate_texts` for pictures: images [N, H, W, 3] uint8, decoded `batch_size` at a time
-    (one compiled shape; the last batch padded with black pictures). Per replica, a list of
-    (caption ids with EOS if emitted, attention [T, S] over the grid) per image."""
-    decode = decoder(eval_step, beam_step, length_penalty)
+def caption_images(decode: Decoder, params, images: np.ndarray, batch_size: int):
+    """`translate_texts` for pictures: images [N, H, W, 3] uint8 captioned by `decode` (`decoder`)
+    `batch_size` at a time (one compiled shape; the last batch padded with black pictures). Per
+    replica, a list of (caption ids with EOS if emitted, attention [T, S] over the grid) per
+    image."""
     results = None
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
