@@ -176,9 +176,15 @@ class Scorer(nn.Module):
         """e for decoder states s [B, Dq] -> [B, heads, S]."""
         return self.score_fn(self.config, self.query(s), memory.keys, self.score_params())
 
+    def attention_weights(self, s: jax.Array, memory: Memory) -> jax.Array:
+        """α for decoder states s [B, Dq] -> [B, heads, S] (0 at padding). Its own method so
+        that evaluation can replace α in the step-by-step decoder (`attn_jax.eval.perturb`
+        intercepts it with `flax.linen.intercept_methods`); the context follows the weights."""
+        return masked_softmax(self.scores(s, memory), memory.mask[:, None, :])
+
     def __call__(self, s: jax.Array, memory: Memory) -> tuple[jax.Array, jax.Array]:
         """One query row per batch row: s [B, Dq] -> context [B, Dc], weights [B, S]."""
-        weights = masked_softmax(self.scores(s, memory), memory.mask[:, None, :])  # [B, h, S]
+        weights = self.attention_weights(s, memory)  # [B, h, S]
         context = mix(weights, memory.values)  # [B, h·d]
         proj = self.output_projection()
         return (context if proj is None else proj(context)), weights.mean(axis=1)

@@ -281,10 +281,15 @@ class CrossAttention(nn.Module):
             per_head = jax.vmap(per_head, in_axes=(1, None, None), out_axes=1)
         return per_head(q, memory.keys, self._score_params())
 
+    def attention_weights(self, x: jax.Array, memory: attn_lib.Memory) -> jax.Array:
+        """α of one query per row: x [B, d] -> [B, H, S] (0 at padding); interceptable, as
+        `attention.Scorer.attention_weights` (the step's context follows the weights)."""
+        q = self._split(self.query(x))  # [B, H, d_h]
+        return attn_lib.masked_softmax(self.scores(q, memory), memory.mask[:, None, :])
+
     def step(self, x: jax.Array, memory: attn_lib.Memory) -> tuple[jax.Array, jax.Array]:
         """One query per row: x [B, d] -> (out [B, d], weights [B, H, S])."""
-        q = self._split(self.query(x))  # [B, H, d_h]
-        weights = attn_lib.masked_softmax(self.scores(q, memory), memory.mask[:, None, :])
+        weights = self.attention_weights(x, memory)
         return self.out(attn_lib.mix(weights, memory.values)), weights
 
     def __call__(self, x: jax.Array, memory: attn_lib.Memory) -> tuple[jax.Array, jax.Array]:
