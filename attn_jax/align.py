@@ -1,7 +1,8 @@
 r"""Alignment error rate (AER) of a trained run's attention against a gold word-alignment file.
 
     python -m attn_jax.align --workdir=runs/demo --src=test.hi --tgt=test.en --gold=test.gold \
-        [--reverse] [--out=links.txt]
+        [--reverse] [--out=links.txt] [--method=attention|saliency|grad_x_input|
+        integrated_gradients] [--ig_steps=16]
 
 Input. --src and --tgt hold one pre-tokenized sentence per line, words separated by spaces; word
 i of a line is word i of the gold (the text is not re-tokenized). --gold has one line per pair in
@@ -19,6 +20,13 @@ replica 0 of the best checkpoint by valid BLEU (the newest one if there is none,
 pairs are sorted by length and each batch is padded to a multiple of 8 of its own longest
 sentence (one compile per padded length); only the location scorer, which scores a fixed number
 of source positions, refuses a longer source (naming its limit).
+
+Attributions (--method, `attn_jax.eval.attribution`). --method=saliency | grad_x_input |
+integrated_gradients (--ig_steps points) aligns from gradients instead: for each target token,
+the attribution of its teacher-forced log-probability to each source token's embedding, mapped to
+words and linked by argmax exactly as the attention is. Any scorer, the no-attention one
+included; not for image runs, and not with --layer/--head/--all_heads (attention maps only).
+The JSON line then names its "method".
 
 Tokens to words (the rule of the training-time AER, `metrics.word_alignment`). Each word is
 encoded on its own, so no token spans two words (training-time AER encodes whole sentences and
@@ -64,7 +72,7 @@ from absl import flags
 from attn_jax import translate
 from attn_jax.data import sources, synthetic
 from attn_jax.data.tokens import BOS, EOS, PAD, UNK
-from attn_jax.eval import evaluate, gold, metrics
+from attn_jax.eval import attribution, evaluate, gold, metrics
 from attn_jax.eval.gold import Link
 from attn_jax.model import arch, attention
 from attn_jax.run import cli, steps
@@ -117,24 +125,35 @@ class Aligner:
         self.notes: list[str] = []
 
     @classmethod
-    def for_model(cls, model, params, src_vocab, tgt_vocab,
-                  batch_size: int = 64) -> Aligner:
-        """Replica 0 of `params` ([K, ...]) of `model`, scored by `steps.make_eval_step`."""
+    def for_model(cls, model, params, src_vocab, tgt_vocab, batch_size: int = 64,
+                  method: str = attribution.ATTENTION, ig_steps: int = 16) -> Aligner:
+        """Replica 0 of `params` ([K, ...]) of `model`, scored by `steps.make_eval_step` (the
+        attention), or by `attribution.make_scorer` (a gradient `method`)."""
+        try:
+            attribution.check_methods([method], ig_steps)
+            if method != attribution.ATTENTION:
+                attribution.check_model(model.config)
+        except ValueError as e:
+            raise AlignError(str(e)) from None
+        replica = jax.tree.map(lambda x: x[:1], params)  # Replica 0: [1, ...].
+        if method != attribution.ATTENTION:
+            maps = attribution.make_scorer(model, [method], ig_steps)
+            return cls(lambda p, batch: {"forced_attention": maps(p, batch)[method]}, replica,
+                       src_vocab, tgt_vocab, batch_size)
         scorer = attention.scorer_class(model.config.scorer)
         if not scorer.attends:
             raise AlignError(f"this run's model.scorer is {model.config.scorer!r} (no attention), "
-                             "so it has no alignments; pass the workdir of a run with an "
-                             "attention scorer.")
-        return cls(steps.make_eval_step(model, 0).score,
-                   jax.tree.map(lambda x: x[:1], params),  # Replica 0: [1, ...].
-                   src_vocab, tgt_vocab, batch_size,
+                             "so it has no attention alignments; pass the workdir of a run with "
+                             "an attention scorer, or align from gradients (--method=saliency).")
+        return cls(steps.make_eval_step(model, 0).score, replica, src_vocab, tgt_vocab, batch_size,
                    # A position-based scorer scores a fixed number of source positions.
                    model.config.max_source_len if scorer.position_based else None,
                    model.config.attention_heads if arch.of(model.config).per_head else None)
 
     @classmethod
-    def from_workdir(cls, workdir: str, batch_size: int = 64,
-                     best: bool = True) -> tuple[Aligner, list[str]]:
+    def from_workdir(cls, workdir: str, batch_size: int = 64, best: bool = True,
+                     method: str = attribution.ATTENTION,
+                     ig_steps: int = 16) -> tuple[Aligner, list[str]]:
         """A run's model and checkpoint, loaded as `translate.Translator` loads them; returns
         (aligner, warnings) (a warning: the run has not finished training)."""
         if batch_size < 1:
@@ -145,7 +164,8 @@ class Aligner:
         derived = config_lib.derive(config, src_vocab_size=translator.src_vocab.size,
                                     tgt_vocab_size=translator.tgt_vocab.size, steps_per_epoch=1)
         aligner = cls.for_model(arch.build(derived.model), translator.params,
-                                translator.src_vocab, translator.tgt_vocab, batch_size)
+                                translator.src_vocab, translator.tgt_vocab, batch_size,
+                                method, ig_steps)
         return aligner, [w.replace("translating with", "aligning with")
                          for w in translator.warnings]
 
@@ -324,6 +344,10 @@ def _define_flags() -> None:
     flags.DEFINE_integer("head", None, "Per-head models: the head of --layer (1-based).")
     flags.DEFINE_bool("all_heads", False, "Per-head models: also score every layer and head, "
                       "printing a table of their AER (stderr) and adding them to the JSON.")
+    flags.DEFINE_string("method", attribution.ATTENTION, "What the links come from: "
+                        f"{' | '.join(attribution.METHODS)} (module docstring).")
+    flags.DEFINE_integer("ig_steps", 16, "--method=integrated_gradients: points of the path "
+                         "integral (>= 1).")
     flags.DEFINE_enum("checkpoint", "best", ["best", "newest"],
                       "The best checkpoint by valid BLEU (the newest if none), or the newest.")
     flags.DEFINE_string("export_synthetic", None, "Instead of aligning: write the run's "
@@ -342,9 +366,17 @@ def _align_all() -> dict[str, Any]:
                              "--src=F --tgt=F [--gold=F] [--reverse] [--out=F]).")
     if (FLAGS.layer is None) != (FLAGS.head is None) or min(FLAGS.layer or 1, FLAGS.head or 1) < 1:
         raise AlignError("--layer and --head go together, both >= 1 (e.g. --layer=2 --head=1).")
+    try:
+        attribution.check_methods([FLAGS.method], FLAGS.ig_steps)
+    except ValueError as e:
+        raise AlignError(str(e)) from None
+    if FLAGS.method != attribution.ATTENTION and (FLAGS.layer is not None or FLAGS.all_heads):
+        raise AlignError(f"--layer, --head and --all_heads pick attention maps; --method="
+                         f"{FLAGS.method} gives one map per sentence: drop them.")
     inputs = gold.read_inputs(FLAGS.src, FLAGS.tgt, FLAGS.gold, FLAGS.reverse)  # Checked first.
     aligner, warnings = Aligner.from_workdir(FLAGS.workdir, FLAGS.batch_size,
-                                             best=FLAGS.checkpoint == "best")
+                                             best=FLAGS.checkpoint == "best",
+                                             method=FLAGS.method, ig_steps=FLAGS.ig_steps)
     heads, use = _heads_asked(aligner)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
@@ -357,6 +389,8 @@ def _align_all() -> dict[str, Any]:
                 raise AlignError(f"cannot write --out={FLAGS.out}: {e.strerror}.") from None
         summary = align_and_score(aligner, *inputs, reverse=FLAGS.reverse, out=out,
                                   heads=heads, use=use)
+    if FLAGS.method != attribution.ATTENTION:
+        summary["method"] = FLAGS.method
     for note in aligner.notes:
         print(f"note: {note}", file=sys.stderr)
     if FLAGS.all_heads:

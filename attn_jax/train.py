@@ -5,7 +5,9 @@ r"""Train and evaluate an attention seq2seq model.
 
 Rerunning the same command resumes from the newest intact checkpoint in the workdir; a finished
 run (results.json present) is not retrained. The flow: config -> data -> model -> train step ->
-metrics/checkpoints -> evaluation -> heatmaps and results.json.
+metrics/checkpoints -> evaluation -> heatmaps and results.json. Supervised attention
+(train.align_loss_weight > 0): the train batches carry gold links, and each training row of
+metrics.jsonl gains `align_kl`, the mean KL(gold_t || α_t) per target token with gold.
 
 A workdir belongs to one process at a time (an flock on WORKDIR/.lock holding its pid; the
 system releases it however the process ends), and SIGTERM / SIGUSR1 checkpoint the run and end it
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -33,7 +36,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from attn_jax.data import batches, sources
-from attn_jax.eval import evaluate, plots
+from attn_jax.eval import attribution, evaluate, plots
+from attn_jax.eval import gold as gold_lib
 from attn_jax.model import arch, attention
 from attn_jax.model import image as image_lib
 from attn_jax.run import checkpoint, cli, runtime, sharding, steps, tracking
@@ -88,7 +92,16 @@ class _Run:
         return evaluate.run_split(
             self.data, split, eval_step, params, batch_size=ev.batch_size,
             num_seeds=len(self.seeds), attends=self.scorer.attends,
-            subset=subset, beam_step=beam_step, length_penalty=ev.length_penalty)
+            subset=subset, beam_step=beam_step, length_penalty=ev.length_penalty,
+            attribution=self.attribution)
+
+    @functools.cached_property
+    def attribution(self):
+        """eval.attribution_methods' maps program (`attribution.make_scorer`), or None."""
+        methods = attribution.check_methods(self.config.eval.attribution_methods,
+                                            self.config.eval.ig_steps)
+        return attribution.make_scorer(self.model, methods, self.config.eval.ig_steps) \
+            if methods else None
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -112,7 +125,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
         if not writer:
             sharding.barrier("data prepared")  # Process 0 prepares the data and vocabularies.
-        data = batches.load(config.data, workdir)  # Logs its own summary.
+        data = _load_data(config, workdir)  # Logs its own summary.
         if writer:
             sharding.barrier("data prepared")
         data_done = time.time()
@@ -169,6 +182,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 json.dump(tracking.json_safe(results), f, indent=2)
             os.replace(results_path + ".tmp", results_path)  # Last: marks the run finished.
         return results
+
+
+def _load_data(config: ml_collections.ConfigDict, workdir: str) -> batches.Data:
+    """The data of `config.data`; with supervised attention (train.align_loss_weight > 0) the
+    train batches also carry the gold links, train.align_gold's when set (a file that does not
+    fit the raw train split: ValueError naming file, line and fix, before anything compiles)."""
+    t = config.train
+    reader = None
+    if t.align_gold:
+        def reader(pairs):
+            try:
+                return gold_lib.read_split_gold(t.align_gold, [(p.src, p.tgt) for p in pairs],
+                                                "config.train.align_gold")
+            except gold_lib.InputError as e:
+                raise ValueError(str(e)) from None
+    return batches.load(config.data, workdir, links=t.align_loss_weight > 0, train_gold=reader)
+
+
+def _align_rows(rows: list[dict[str, Any]], window: list[dict[str, Any]]) -> None:
+    """Supervised attention: adds each replica's "align_kl" to its training rows, the mean
+    KL(gold_t || α_t) per target token with gold links over the logging window."""
+    if not window or "align_sum" not in window[0]:
+        return
+    total = np.sum([m["align_sum"] for m in window], axis=0)  # [K]
+    tokens = np.sum([m["align_tokens"] for m in window], axis=0)  # [K]
+    for row, kl, n in zip(rows, total, tokens):
+        row["align_kl"] = float(kl / max(n, 1.0))
 
 
 def _elapsed_at(rows: list[dict[str, Any]], step: int) -> float:
@@ -240,7 +280,8 @@ def _train(run: _Run, state, start: int, tx, schedule, eval_step, beam_step, pla
     config, ckpts, seeds = run.config, run.ckpts, run.seeds
     num_steps, layout = run.derived.num_steps, run.layout
     train_step = steps.make_train_step(run.model, tx, config.train.label_smoothing, layout,
-                                       config.train.attention_penalty)
+                                       config.train.attention_penalty,
+                                       align_loss_weight=config.train.align_loss_weight)
     stream = batches.train_batches(run.data, batches.batch_sizes(config.data, run.data.buckets),
                                     seeds, start_step=start)
     progress = None
@@ -263,8 +304,10 @@ def _train(run: _Run, state, start: int, tx, schedule, eval_step, beam_step, pla
         _maybe_stop(run, state, done)
         window_end = done % config.train.log_every == 0 or done == num_steps
         if window_end:
-            rows = workdir_lib.window_metrics(layout.gather(window), time.time() - window_start,
-                                   float(schedule(step)))
+            window = layout.gather(window)
+            rows = workdir_lib.window_metrics(window, time.time() - window_start,
+                                              float(schedule(step)))
+            _align_rows(rows, window)
             bad = [s for s, r in zip(seeds, rows) if not np.isfinite(r["loss"])]
             if bad:
                 raise TrainingError(

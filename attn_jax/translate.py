@@ -138,6 +138,9 @@ class Translator:
                        f"(planned: {config.train.num_epochs:g} epochs)")
             self.warnings.append(f"{workdir} has not finished training (no results.json); "
                                  f"translating with its {which} checkpoint, step {step} {planned}.")
+        self.model = model
+        self.step = step  # The checkpoint's step.
+        self.replicas = state.params  # Every replica (train.num_seeds): [K, ...].
         self.params = jax.tree.map(lambda x: x[:1], state.params)  # Replica 0: [1, ...].
         self.batch_size = batch_size
         self.decode = evaluate.decoder(

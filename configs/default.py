@@ -102,6 +102,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Xu et al.'s doubly stochastic attention: adds lambda * sum_j (1 - sum_t alpha_tj)^2 per
     # sentence to the loss (summed like the token losses, over real target tokens t). 0 = off.
     train.attention_penalty = 0.0
+    # Supervised attention (Chen et al. 2016, Garg et al. 2019): adds this weight times
+    # KL(gold_t || alpha_t) per target token with gold links to the loss, gold_t being the
+    # token's sure + possible links normalised to sum to 1 (the mean map of a Transformer's
+    # layers and heads). Needs gold: the embedded data's, or train.align_gold. 0 = off.
+    train.align_loss_weight = 0.0
+    # A gold alignment file for the train split of data without embedded gold: one line per raw
+    # train pair, 1-based 'i-j' sure / 'ipj' possible links, source word first (align's --gold
+    # format). '' = the dataset's own gold.
+    train.align_gold = ""
     train.log_every = 50  # Steps between training-metric rows.
     # Steps between validation evaluations (each also saves a checkpoint) and between checkpoints:
     # multiples of log_every, so a resumed run logs the same rows. 0 = derived: 4 evaluations per
@@ -126,6 +135,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the periodic evaluations (True), or from the last parameters (False). With K seeds: the
     # best mean over seeds (one checkpoint for all; early stopping also follows the mean).
     ev.use_best = True
+    # Alignments from attributions at every evaluation, beside attention's AER (data with gold):
+    # comma-separated methods of attn_jax.eval.attribution ('saliency', 'grad_x_input',
+    # 'integrated_gradients'); each costs backward passes per target token. '' = off.
+    ev.attribution_methods = ""
+    ev.ig_steps = 16  # Integrated gradients: points of the path integral (>= 1).
 
     # Devices (attn_jax/run/sharding.py): the global batch is fixed, so results do not depend on them.
     config.mesh = mesh = ml_collections.ConfigDict()

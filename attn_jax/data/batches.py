@@ -10,6 +10,15 @@ Pipeline (``load(config.data, workdir)``):
   4. batches have one fixed shape per bucket in ``data.buckets`` so jitted steps never recompile:
      ``train_batches`` ([K, B, L], K seeded replicas) and ``eval_batches`` ([B, L]).
 
+Supervised attention (``load(..., links=True)``, train.align_loss_weight > 0) adds the train
+split's gold links as token links: 'links' [n_b, M_b, 2] per bucket (`add_links`), so train
+batches also hold 'links' [K, B, M_b, 2]: (target token t, source token j) pairs, 0-based, -1 rows
+padding, t the row of tgt_out and j the column of src. The gold is the dataset's own (sure and
+possible links of words) or a gold file's (``train_gold``). With one token per word (the word
+vocabulary) word links are token links; otherwise each word is encoded on its own and a target
+token is linked to every token of its word's linked source words, and a pair whose per-word
+tokens differ from its sentence's tokens gets no links (counted in a log line).
+
 Token layout (ids from ``attn_jax.data.tokens``):
   src     = [x1..xm, PAD...]
   tgt_in  = [BOS, y1..yn, PAD...]
@@ -26,7 +35,7 @@ import dataclasses
 import itertools
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,7 +61,9 @@ class Split:
     tgt_text: list[str]
     src_ids: list[np.ndarray]  # [m_i] int32, no BOS/EOS
     tgt_ids: list[np.ndarray]  # [n_i] int32, no BOS/EOS
-    sure: list[tuple[tuple[int, int], ...]] | None  # gold links (synthetic only)
+    # Gold links of words, 0-based (src word, tgt word): the data's own (synthetic), or a gold
+    # file's for the train split (`load`'s train_gold).
+    sure: list[tuple[tuple[int, int], ...]] | None
     possible: list[tuple[tuple[int, int], ...]] | None
     boxes: list[np.ndarray] | None  # image data: each caption word's gold boxes [n_i, G, 4]
     bucket: np.ndarray  # [N] int32 index into Data.buckets
@@ -60,7 +71,7 @@ class Split:
     filtered: dict[str, int]  # train: {'too_long': n, 'empty': n}; valid/test: zeros
     # Per bucket: padded arrays of that bucket's examples, ascending index.
     # {'src','tgt_in','tgt_out': [n_b, L_b] int32, 'index': [n_b] int32}; image data: 'src' is
-    # [n_b, H, W, 3] uint8.
+    # [n_b, H, W, 3] uint8. With gold links (`add_links`): 'links' [n_b, M_b, 2] int32.
     bucket_arrays: tuple[dict[str, np.ndarray], ...]
     images: np.ndarray | None = None  # image data: [N, H, W, 3] uint8, example i's picture
 
@@ -190,12 +201,26 @@ def tokenize_split(name: str, pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab
     )
 
 
-def load(cfg: Any, workdir: str) -> Data:
+GoldReader = Callable[[Sequence[Pair]], tuple[Sequence[Any], Sequence[Any]]]
+
+
+def load(cfg: Any, workdir: str, *, links: bool = False,
+         train_gold: GoldReader | None = None) -> Data:
     """Reads `config.data` `cfg`, prepares/reads the dataset, loads or builds the vocabularies
-    (WORKDIR/vocab/) and returns every split tokenized and bucketed in memory."""
+    (WORKDIR/vocab/) and returns every split tokenized and bucketed in memory.
+
+    links: the train split's bucket arrays also hold its gold 'links' (`add_links`; supervised
+    attention); ValueError when the train pairs have no gold. train_gold: raw train pairs ->
+    their (sure, possible) 0-based (src word, tgt word) links, replacing the data's own (a gold
+    file's reader; it raises ValueError for a file that does not fit the pairs)."""
     check_config(cfg)
     start = time.perf_counter()
     raw = sources.read_raw_splits(cfg)
+    if train_gold is not None:
+        sure, possible = train_gold(raw["train"])
+        raw = dict(raw, train=[
+            dataclasses.replace(p, sure=tuple(sorted(s)), possible=tuple(sorted(set(q) | set(s))))
+            for p, s, q in zip(raw["train"], sure, possible)])
     read_s = time.perf_counter() - start
     src_vocab, tgt_vocab = vocab_lib.load_or_build_vocabs(cfg, workdir, raw["train"],
                                                           sources.dataset_meta(cfg))
@@ -203,6 +228,8 @@ def load(cfg: Any, workdir: str) -> Data:
     buckets = tuple(int(b) for b in cfg.buckets)
     splits = {name: tokenize_split(name, raw[name], src_vocab, tgt_vocab, buckets, cfg.max_len)
               for name in SPLITS}
+    if links:
+        splits["train"] = add_links(splits["train"], src_vocab, tgt_vocab)
     tokenize_s = time.perf_counter() - start - read_s - vocab_s
     data = Data(name=cfg.name, src_vocab=src_vocab, tgt_vocab=tgt_vocab, buckets=buckets,
                 seed=int(cfg.seed), splits=splits)
@@ -210,6 +237,65 @@ def load(cfg: Any, workdir: str) -> Data:
                  "%.1fs", cfg.name, describe(data), src_vocab.size, tgt_vocab.size, read_s, vocab_s,
                  tokenize_s)
     return data
+
+
+def _word_of_tokens(vocab: Vocab, text: str, ids: np.ndarray) -> np.ndarray | None:
+    """The word (of `text` split at spaces) of each token of `ids` = vocab.encode(text) ([N]
+    int), each word encoded on its own; None when those tokens are not `ids` (a token spanning
+    two words, a word of no tokens)."""
+    words = text.split()
+    if isinstance(vocab, vocab_lib.WordVocab):  # One token per word.
+        return np.arange(len(words)) if len(words) == len(ids) else None
+    pieces = [vocab.encode(word) for word in words]
+    if not all(pieces) or [t for w in pieces for t in w] != [int(i) for i in ids]:
+        return None
+    return np.repeat(np.arange(len(words)), [len(w) for w in pieces])
+
+
+def token_links(sure, possible, src_words: np.ndarray, tgt_words: np.ndarray) -> np.ndarray:
+    """[M, 2] int32 (target token, source token) links, sorted, from one pair's 0-based (src
+    word, tgt word) links (sure ∪ possible): each target token is linked to every token of the
+    source words its word links to. src_words / tgt_words: the word of each token."""
+    src_tokens, tgt_tokens = collections.defaultdict(list), collections.defaultdict(list)
+    for j, word in enumerate(src_words):
+        src_tokens[int(word)].append(j)
+    for t, word in enumerate(tgt_words):
+        tgt_tokens[int(word)].append(t)
+    out = sorted({(t, j) for sw, tw in set(sure) | set(possible)
+                  for t in tgt_tokens[tw] for j in src_tokens[sw]})
+    return np.asarray(out, np.int32).reshape(-1, 2)
+
+
+def add_links(split: Split, src_vocab: Vocab, tgt_vocab: Vocab) -> Split:
+    """`split` with 'links' [n_b, M_b, 2] int32 in every bucket array (module docstring): row r
+    holds example index[r]'s `token_links`, padded with -1 rows to the bucket's most links M_b
+    (at least 1). ValueError when the split has no gold links."""
+    if split.sure is None or split.possible is None:
+        raise ValueError(f"the {split.name} split has no gold alignments for supervised "
+                         "attention; use data with gold or give a gold file "
+                         "(--config.train.align_gold=PATH).")
+    per_example, unmapped = [], 0
+    for i in range(len(split)):
+        src = _word_of_tokens(src_vocab, split.src_text[i], split.src_ids[i])
+        tgt = _word_of_tokens(tgt_vocab, split.tgt_text[i], split.tgt_ids[i])
+        if src is None or tgt is None:
+            unmapped += 1
+            per_example.append(np.zeros((0, 2), np.int32))
+        else:
+            per_example.append(token_links(split.sure[i], split.possible[i], src, tgt))
+    if unmapped:
+        logging.warning("supervised attention: %d of %d %s pairs have no gold links, since their "
+                        "words encode to other tokens one by one than in the sentence.",
+                        unmapped, len(split), split.name)
+    arrays = []
+    for b in split.bucket_arrays:
+        rows = [per_example[i] for i in b["index"]]
+        most = max([1] + [len(r) for r in rows])
+        links = np.full((len(rows), most, 2), -1, np.int32)  # [n_b, M_b, 2]
+        for r, row in enumerate(rows):
+            links[r, :len(row)] = row
+        arrays.append({**b, "links": links})
+    return dataclasses.replace(split, bucket_arrays=tuple(arrays))
 
 
 def describe(data: Data) -> str:
@@ -281,8 +367,8 @@ def _replica_permutation(n: int, seed: int, epoch: int, bucket: int) -> np.ndarr
 def train_batches(data: Data, sizes: int | Sequence[int], seeds: Sequence[int],
                   start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Endless train batches for K = len(seeds) replicas: {'src','tgt_in','tgt_out': [K, B, L],
-    'index': [K, B]}, with L one of data.buckets and B its batch size (`batch_sizes`; an int:
-    the same in every bucket).
+    'index': [K, B]} (+ 'links' [K, B, M_b, 2] when the split has them, `add_links`), with L one
+    of data.buckets and B its batch size (`batch_sizes`; an int: the same in every bucket).
 
     Step k is a pure function of (data, sizes, seeds, data.seed, k):
       epoch, j = divmod(k, steps_per_epoch)
@@ -322,9 +408,9 @@ def train_batches(data: Data, sizes: int | Sequence[int], seeds: Sequence[int],
 
 
 def _filler(key: str, rows: int, like: np.ndarray) -> np.ndarray:
-    """Filler rows shaped and typed like `like`'s rows: index -1, everything else PAD (images:
-    black pictures)."""
-    return np.full((rows,) + like.shape[1:], -1 if key == "index" else PAD, like.dtype)
+    """Filler rows shaped and typed like `like`'s rows: index and links -1, everything else PAD
+    (images: black pictures)."""
+    return np.full((rows,) + like.shape[1:], -1 if key in ("index", "links") else PAD, like.dtype)
 
 
 def eval_batches(data: Data, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:

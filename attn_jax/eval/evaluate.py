@@ -11,6 +11,10 @@ vocabulary the attention is first summed over the tokens of each source word and
 the tokens of each target word (`metrics.word_alignment`). Defined only where the data has gold
 alignments (the embedded synthetic data) and the model attends (scorer != none); otherwise None.
 
+Attributions (`eval.attribution_methods`, off by default: backward passes per target token):
+the same AER for links from gradients (`attn_jax.eval.attribution`), as "aer_saliency" etc.,
+for every scorer, the no-attention one included.
+
 Attention entropy (any data, scorer != none): the mean over real target tokens of the entropy of
 the teacher-forced attention over the real source tokens, relative to uniform
 (`metrics.attention_entropy`: 1 = uniform, 0 = one position), so one can watch attention sharpen.
@@ -107,13 +111,17 @@ def _head_metrics(heads: dict[str, Any], k: int, tokens: int, sp, n: int,
 
 def run_split(data: batches.Data, split: str, eval_step, params, *, batch_size: int,
               num_seeds: int, attends: bool, subset: int = 0, beam_step=None,
-              length_penalty: float = 0.6) -> SplitOutput:
+              length_penalty: float = 0.6, attribution=None) -> SplitOutput:
     """Evaluates every replica on `split` (its first `subset` examples if > 0). Translations come
-    from greedy decoding, or from beam search when `beam_step` (steps.make_beam_step) is given."""
+    from greedy decoding, or from beam search when `beam_step` (steps.make_beam_step) is given.
+    attribution: `attn_jax.eval.attribution.make_scorer`'s (params, batch) -> {method: maps
+    [K, B, T, S]}; with gold, the AER of each method's links is "aer_METHOD"."""
     sp = data[split]
     n = len(sp) if not subset else min(subset, len(sp))
     decode = decoder(eval_step, beam_step, length_penalty)
-    word_maps = _word_maps(data, sp, n) if attends and sp.sure is not None else None
+    aligns = attends or attribution is not None
+    word_maps = _word_maps(data, sp, n) if aligns and sp.sure is not None else None
+    attributed: dict[str, list[list[set]]] = {}  # method -> replica -> example -> links
     nll = np.zeros(num_seeds)
     entropy, entropy_tokens = np.zeros(num_seeds), 0
     weight = 0.0
@@ -154,11 +162,21 @@ def run_split(data: batches.Data, split: str, eval_step, params, *, batch_size: 
                             for r, i in rows:
                                 heads["predicted"][k, layer, head, i] = metrics.word_alignment(
                                     per_head[k, r, layer, head], *word_maps[i])
+        if attribution is not None and word_maps is not None:
+            for start, maps in _attributions(attribution, params, batch, n):
+                for method, m in maps.items():
+                    links = attributed.setdefault(method,
+                                                  [[set()] * n for _ in range(num_seeds)])
+                    for k in range(num_seeds):
+                        for r, i in rows:
+                            if start <= r < start + ATTRIBUTION_ROWS:
+                                links[k][i] = metrics.word_alignment(m[k, r - start],
+                                                                     *word_maps[i])
         for k in range(num_seeds):
             nll[k] += float(scored["nll"][k, live].sum())
             for r, i in rows:
                 hyps[k][i] = data.tgt_vocab.decode(out["tokens"][k, r, :out["lengths"][k, r]])
-                if word_maps is not None:
+                if word_maps is not None and attends:
                     predicted[k][i] = metrics.word_alignment(
                         scored["forced_attention"][k, r], *word_maps[i])
                 if boxes is not None:
@@ -183,9 +201,11 @@ def run_split(data: batches.Data, split: str, eval_step, params, *, batch_size: 
                                   if sp.images is None else None),
                "bleu_signature": signature, "num_sentences": n}
         row["attention_entropy"] = entropy[k] / max(entropy_tokens, 1) if attends else None
-        row["aer"] = (metrics.aer(predicted[k], [set(s) for s in sp.sure[:n]],
-                                  [set(p) for p in sp.possible[:n]])
-                      if word_maps is not None else None)
+        gold = (([set(s) for s in sp.sure[:n]], [set(p) for p in sp.possible[:n]])
+                if word_maps is not None else None)
+        row["aer"] = metrics.aer(predicted[k], *gold) if gold and attends else None
+        for method, links in attributed.items():
+            row[f"aer_{method}"] = metrics.aer(links[k], *gold)
         if heads is not None:
             row.update(_head_metrics(heads, k, entropy_tokens, sp, n, word_maps is not None))
         if sp.images is not None:
@@ -193,6 +213,26 @@ def run_split(data: batches.Data, split: str, eval_step, params, *, batch_size: 
                                       objects, uniform))
         results.append(row)
     return SplitOutput(metrics=results, hyps=hyps)
+
+
+# Rows per attribution program: a batch is cut into parts of this many rows (the last one
+# padded with filler rows) and a part holding no example to score is skipped, since the cost of
+# attributions grows with every row (one backward pass per target position each).
+ATTRIBUTION_ROWS = 32
+
+
+def _attributions(attribution, params, batch, n: int):
+    """(first row, {method: maps [K, R, T, S]}) for each ATTRIBUTION_ROWS-row part of `batch`
+    that holds an example below n."""
+    for start in range(0, len(batch["index"]), ATTRIBUTION_ROWS):
+        part = {key: value[start:start + ATTRIBUTION_ROWS] for key, value in batch.items()}
+        if not any(0 <= i < n for i in part["index"].tolist()):
+            continue
+        filler = ATTRIBUTION_ROWS - len(part["index"])
+        if filler:
+            part = {key: np.concatenate([value, batches._filler(key, filler, value)])
+                    for key, value in part.items()}
+        yield start, jax.device_get(attribution(params, part))
 
 
 def _image_metrics(hyps: Sequence[str], refs: Sequence[str], grounded: list | None,

@@ -127,3 +127,34 @@ def read_inputs(src_path: str, tgt_path: str, gold_path: str | None = None,
                          f"{len(tgt_lines)}; give one sentence per line, pair by pair.")
     gold = read_gold(gold_path, src_lines, tgt_lines, reverse) if gold_path else None
     return src_lines, tgt_lines, gold
+
+
+def read_split_gold(path: str, pairs: Sequence[tuple[str, str]], flag: str,
+                    split: str = "train") -> tuple[list[set[Link]], list[set[Link]]]:
+    """(sure, possible) 0-based links per pair of a gold file for a corpus split: line n holds
+    pair n's links, `pairs` its (source, target) texts. As `read_gold`, with messages for a
+    config flag rather than --src/--tgt files: `flag` names the file (--FLAG=PATH); a line count
+    other than len(pairs), a malformed link or one outside its pair raise InputError naming the
+    file, the line and the fix."""
+    lines = read_lines(path, flag)
+    if len(lines) != len(pairs):
+        raise InputError(
+            f"--{flag}={path} has {len(lines)} lines but the raw {split} split has {len(pairs)} "
+            f"pairs; the gold needs one line per {split} pair, in the split's order (an empty "
+            "line: no links).")
+    sure: list[set[Link]] = []
+    possible: list[set[Link]] = []
+    for n, (line, (src, tgt)) in enumerate(zip(lines, pairs), 1):
+        where = f"{path}:{n}"
+        src_len, tgt_len = len(src.split()), len(tgt.split())
+        for token in line.split():
+            m = _GOLD_LINK.fullmatch(token)
+            if m and not (1 <= int(m.group(1)) <= src_len and 1 <= int(m.group(3)) <= tgt_len):
+                raise InputError(
+                    f"{where}: link {token!r} is outside {split} pair {n} of {src_len} source and "
+                    f"{tgt_len} target words; links are 1-based indices of the pair's words "
+                    f"(its texts split at spaces), source word first: fix the line of --{flag}.")
+        s, p = parse_gold(line, src_len, tgt_len, where=where)  # A malformed link raises here.
+        sure.append(s)
+        possible.append(p)
+    return sure, possible

@@ -10,6 +10,10 @@ padded position costs nothing. Tests check values and gradients against `cross_e
 logits.
 
 Token metrics are kept as (sum, weight) with padding weight 0 and divided only when logged.
+
+Attention terms: `doubly_stochastic` (Xu et al.'s penalty) and supervised attention
+(`gold_attention` builds each target token's gold distribution from compact links,
+`alignment_kl` sums KL(gold_t || α_t) over the target tokens that have gold links).
 """
 
 from __future__ import annotations
@@ -43,6 +47,43 @@ def doubly_stochastic(attention: jax.Array, target_mask: jax.Array,
     mass = jnp.einsum("bts,bt->bs", attention.astype(jnp.float32),
                       target_mask.astype(jnp.float32))  # [B, S]: Σ_t α_tj
     return jnp.sum(jnp.where(source_mask, (1.0 - mass) ** 2, 0.0))
+
+
+# The smallest α whose log `alignment_kl` takes: a gold link the model gives exactly 0 weight
+# (softmax underflow) costs -log(tiny) ≈ 87.3 nats instead of infinity.
+_TINY = float(jnp.finfo(jnp.float32).tiny)
+
+
+def gold_attention(links: jax.Array, num_targets: int, num_sources: int) -> jax.Array:
+    """Each target token's gold attention: links [B, M, 2] of (target token t, source token j)
+    pairs, -1 rows for padding -> [B, T, S] (T = num_targets, S = num_sources), row t the
+    indicator of t's linked source tokens normalised to sum to 1 (all zeros: t has no link).
+    A link repeated counts once. Jittable; links outside [0, T) x [0, S) are dropped."""
+    b = links.shape[0]
+    t, j = links[..., 0], links[..., 1]  # [B, M]
+    real = (t >= 0) & (t < num_targets) & (j >= 0) & (j < num_sources)
+    rows = jnp.broadcast_to(jnp.arange(b)[:, None], t.shape)
+    # Padding goes out of range and is dropped (a negative index would wrap around).
+    marks = jnp.zeros((b, num_targets, num_sources), jnp.float32).at[
+        rows, jnp.where(real, t, num_targets), jnp.where(real, j, num_sources)].set(
+        1.0, mode="drop")  # [B, T, S]
+    return marks / jnp.maximum(marks.sum(-1, keepdims=True), 1.0)
+
+
+def alignment_kl(attention: jax.Array, gold: jax.Array) -> jax.Array:
+    """Supervised attention's term: Σ_b Σ_t KL(g_bt || α_bt) = Σ g (log g - log α) over the
+    target rows t whose gold g_bt (`gold_attention`, [B, T, S]) is not all zeros; other rows
+    (tokens without links, EOS, padding) add nothing. The cross-entropy -Σ g log α less the
+    gold's own entropy: the same gradient, and exactly 0.0 where α_bt equals g_bt.
+
+    attention [B, T, S] (rows summing to 1 over real sources), gold [B, T, S] -> a scalar. Only
+    the entries where g > 0 are read, so α's other entries (padding, rows past the longest
+    target) carry no gradient whatever they hold."""
+    a, g = attention.astype(jnp.float32), gold.astype(jnp.float32)
+    linked = g > 0
+    log_g = jnp.log(jnp.where(linked, g, 1.0))
+    log_a = jnp.log(jnp.where(linked, jnp.maximum(a, _TINY), 1.0))
+    return jnp.sum(jnp.where(linked, g * (log_g - log_a), 0.0))
 
 
 def _token_losses(logp: jax.Array, targets: jax.Array, smoothing: float):

@@ -31,7 +31,9 @@ import jax
 import ml_collections
 
 from attn_jax.data import sources
+from attn_jax.eval import attribution
 from attn_jax.model import arch as arch_lib
+from attn_jax.model import attention
 
 WANDB_MODES = ("offline", "online", "disabled")
 SCHEDULES = ("cosine", "constant", "rsqrt")
@@ -44,6 +46,8 @@ SAFE_TO_CHANGE = (
     "eval.batch_size",  # Sentences per evaluation batch (speed only).
     "eval.valid_subset",  # Valid sentences decoded at periodic evaluations.
     "eval.num_heatmaps",  # Test sentences drawn as heatmaps at the end.
+    "eval.attribution_methods",  # Attribution alignments computed at evaluations (extra metrics).
+    "eval.ig_steps",  # Their integrated gradients' path points.
     "train.keep_checkpoints",  # Recent checkpoints kept on disk.
     "data.tfds_dir",  # Where the same data is prepared (a moved copy is fine).
     "data.raw_dir",  # Where the same raw corpus files are read from.
@@ -57,6 +61,8 @@ ABSENT_MEANS_DEFAULT = (
     "model.arch", "model.layers", "model.d_model", "model.d_ff", "model.norm",
     "model.tie_embeddings",  # The Transformer's fields: runs before it were RNNs.
     "model.encoder", "train.attention_penalty",  # Images: runs before them read text.
+    "train.align_loss_weight", "train.align_gold",  # Supervised attention: runs before it had none.
+    "eval.attribution_methods", "eval.ig_steps",  # Attribution alignments at evaluation.
 )
 
 
@@ -268,7 +274,8 @@ def validate(config: ml_collections.ConfigDict) -> Any:
               "data.batch_tokens": config.data.batch_tokens,
               "train.early_stop_patience": t.early_stop_patience,
               "train.early_stop_min_delta": t.early_stop_min_delta,
-              "train.attention_penalty": t.attention_penalty}
+              "train.attention_penalty": t.attention_penalty,
+              "train.align_loss_weight": t.align_loss_weight}
     for key, value in nonneg.items():
         if value < 0:
             raise ValueError(f"{key} must be >= 0, got {value} (--config.{key}=...).")
@@ -299,12 +306,72 @@ def validate(config: ml_collections.ConfigDict) -> Any:
         raise ValueError(f"train.attention_penalty is the RNN decoder's (one map per target "
                          f"token); model.arch={config.model.arch!r} takes "
                          "--config.train.attention_penalty=0.")
+    _check_supervised_attention(config)
+    _check_attribution(config)
     # The model's family, names and sizes, checked by the model wing (its config's validate).
     arch_lib.check_fields(config.model, _defaults()["model"])
     return arch_lib.model_config(config.model, src_vocab_size=1, tgt_vocab_size=1,
                                  max_source_len=max(config.data.buckets),
                                  max_decode_extra=config.eval.max_decode_extra,
                                  image_size=sources.image_size(config.data.name))
+
+
+def _check_supervised_attention(config: ml_collections.ConfigDict) -> None:
+    """train.align_loss_weight / align_gold: a gold file only with a weight > 0, and a weight > 0
+    only for a scorer with learned weights over text that has gold (the data's own or the file).
+    A gold file that does not fit the train split is refused where the data is read (train.py)."""
+    t = config.train
+    weight, path = t.align_loss_weight, t.align_gold
+    if path and not weight:
+        raise ValueError(f"train.align_gold={path!r} is set but train.align_loss_weight is 0, so "
+                         "the gold would do nothing; set --config.train.align_loss_weight to a "
+                         "weight > 0 (e.g. 1.0), or drop --config.train.align_gold.")
+    if not weight:
+        return
+    name, scorer_name = config.data.name, config.model.scorer
+    entry = sources.dataset(name)
+    if entry.images:
+        raise ValueError(f"train.align_loss_weight={weight} supervises attention over source "
+                         f"words, but data.name={name!r} captions images; use text data or "
+                         "--config.train.align_loss_weight=0.")
+    scorer = attention.scorer_class(scorer_name)
+    # Weights that depend on neither the keys nor learned positions are fixed (uniform, none).
+    if not scorer.attends or not (scorer.uses_keys or scorer.position_based):
+        raise ValueError(f"model.scorer={scorer_name!r} has no learned attention weights to "
+                         f"supervise; use a learned scorer (e.g. --config.model.scorer=additive) "
+                         "or --config.train.align_loss_weight=0.")
+    if not path and not entry.gold:
+        with_gold = ", ".join(n for n, d in sources.DATASETS.items() if d.gold)
+        raise ValueError(f"train.align_loss_weight={weight} needs gold alignments, but "
+                         f"data.name={name!r} has none; use data with gold ({with_gold}), give "
+                         "a gold file for its train split (--config.train.align_gold=PATH), or "
+                         "set --config.train.align_loss_weight=0.")
+    if path and not os.path.isfile(path):
+        raise ValueError(f"train.align_gold={path!r}: no such file (a relative path starts at "
+                         f"{os.getcwd()}); point --config.train.align_gold at the train split's "
+                         "gold file.")
+
+
+def _check_attribution(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """eval.attribution_methods: known gradient methods, on text data with gold (they are scored
+    by AER), with eval.ig_steps >= 1 for integrated gradients. Returns the methods."""
+    ev = config.eval
+    try:
+        methods = attribution.check_methods(ev.attribution_methods, ev.ig_steps,
+                                            "eval.attribution_methods",
+                                            attribution.GRADIENT_METHODS)
+    except ValueError as e:
+        raise ValueError(f"{e} (--config.eval.attribution_methods=..., --config.eval.ig_steps="
+                         "...)") from None
+    entry = sources.dataset(config.data.name)
+    if methods and (entry.images or not entry.gold):
+        with_gold = ", ".join(n for n, d in sources.DATASETS.items() if d.gold)
+        raise ValueError(f"eval.attribution_methods={ev.attribution_methods!r} scores attribution "
+                         f"alignments against gold, which data.name={config.data.name!r} does "
+                         f"not have; use data with gold ({with_gold}), or "
+                         "--config.eval.attribution_methods='' (align any run with gold files "
+                         "through python -m attn_jax.align --method=...).")
+    return methods
 
 
 def derive(config: ml_collections.ConfigDict, *, src_vocab_size: int, tgt_vocab_size: int,

@@ -23,6 +23,7 @@ from jax.sharding import PartitionSpec as P
 from attn_jax.data.tokens import PAD
 from attn_jax.eval import decode
 from attn_jax.model import arch
+from attn_jax.model import loss as loss_lib
 from attn_jax.run import sharding
 
 
@@ -106,12 +107,22 @@ def extent(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     return {**bounds, "tgt": longest(batch["tgt_out"]), "rows": most(batch["tgt_out"])}
 
 
-def _train_step_one(model, tx, smoothing, penalty, shard_keys: bool, state: TrainState, batch,
-                    bounds):
+def supervised_attention(attention: jax.Array, links: jax.Array) -> dict[str, jax.Array]:
+    """Supervised attention's term for one batch: {"align_sum": Σ_t KL(gold_t || α_t) over the
+    target tokens with gold links (`loss.alignment_kl`), "align_tokens": how many tokens those
+    are}. attention [B, T, S] (the model's teacher-forced α), links [B, M, 2] (the batch's)."""
+    gold = loss_lib.gold_attention(links, attention.shape[1], attention.shape[2])  # [B, T, S]
+    return {"align_sum": loss_lib.alignment_kl(attention, gold),
+            "align_tokens": jnp.sum(gold.sum(-1) > 0).astype(jnp.float32)}
+
+
+def _train_step_one(model, tx, smoothing, penalty, align_weight, shard_keys: bool,
+                    state: TrainState, batch, bounds):
     """One replica's step inside the layout's shard_map: the batch is this device's rows, so the
     token count and the gradients are summed over the `data` axis (the update is the one of the
     whole batch). With `shard_keys` each device folds its `data` index into the dropout key, so
-    every shard draws its own masks."""
+    every shard draws its own masks. align_weight > 0 adds align_weight · `supervised_attention`
+    to the summed token loss (so per token, like it, once divided by the token count)."""
     dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
     if shard_keys:
         dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(sharding.DATA))
@@ -119,26 +130,33 @@ def _train_step_one(model, tx, smoothing, penalty, shard_keys: bool, state: Trai
                           sharding.DATA)
 
     def loss_fn(params):
-        loss, nll, _, _ = model.apply(
+        loss, nll, _, aux = model.apply(
             {"params": params}, batch["src"], batch["tgt_in"], batch["tgt_out"],
             smoothing=smoothing, deterministic=False, extent=bounds,
             rngs={"dropout": dropout_key}, method="loss",
             **({"attention_penalty": penalty} if penalty else {}))
-        return loss / jnp.maximum(weight, 1.0), nll
+        sums = {"nll_sum": nll}
+        if align_weight:
+            sums.update(supervised_attention(aux["attention"], batch["links"]))
+            loss = loss + align_weight * sums["align_sum"]
+        return loss / jnp.maximum(weight, 1.0), sums
 
-    (_, nll), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    nll, grads = jax.lax.psum((nll, grads), sharding.DATA)
+    (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    sums, grads = jax.lax.psum((sums, grads), sharding.DATA)
     with jax.named_scope("optimizer"):
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-    metrics = {"nll_sum": nll, "weight": weight, "grad_norm": optax.tree.norm(grads)}
+    metrics = {**sums, "weight": weight, "grad_norm": optax.tree.norm(grads)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
 def make_train_step(model, tx, smoothing: float, layout: sharding.Layout | None = None,
-                    attention_penalty: float = 0.0):
+                    attention_penalty: float = 0.0, align_loss_weight: float = 0.0):
     """(state [K...], batch [K, B, L]) -> (state, metrics [K]); jitted, state donated.
     attention_penalty: train.attention_penalty (the model's `loss` adds it when > 0).
+    align_loss_weight: train.align_loss_weight; > 0 adds it times `supervised_attention` of the
+    batch's gold 'links' [K, B, M, 2] (`batches.load(..., links=True)`) to the loss, and the
+    metrics gain "align_sum" and "align_tokens" (summed over the batch).
 
     The step is a shard_map over the `layout`'s mesh (one device when None): each device runs
     the same program on its replicas (`seeds`) and rows (`data`); the fused loops of each device
@@ -148,9 +166,12 @@ def make_train_step(model, tx, smoothing: float, layout: sharding.Layout | None 
     # A one-device run draws the dropout masks it always drew (no shard index folded in), so a
     # run saved before resumes exactly; devices of a larger mesh each fold in their own.
     one = functools.partial(_train_step_one, model, tx, smoothing, attention_penalty,
-                            layout.size > 1)
+                            align_loss_weight, layout.size > 1)
 
     def local(state, batch):
+        if align_loss_weight and "links" not in batch:  # Python, at trace time.
+            raise ValueError("train.align_loss_weight > 0 needs the gold 'links' in the train "
+                             "batches: load the data with batches.load(..., links=True).")
         return jax.vmap(one, in_axes=(0, 0, None))(state, batch, extent(batch))
 
     seeds, rows = P(sharding.SEEDS), P(sharding.SEEDS, sharding.DATA)
