@@ -281,7 +281,8 @@ def _train(run: _Run, state, start: int, tx, schedule, eval_step, beam_step, pla
     num_steps, layout = run.derived.num_steps, run.layout
     train_step = steps.make_train_step(run.model, tx, config.train.label_smoothing, layout,
                                        config.train.attention_penalty,
-                                       align_loss_weight=config.train.align_loss_weight)
+                                       align_loss_weight=config.train.align_loss_weight,
+                                       align_possible_weight=config.train.align_possible_weight)
     stream = batches.train_batches(run.data, batches.batch_sizes(config.data, run.data.buckets),
                                     seeds, start_step=start)
     progress = None

@@ -107,6 +107,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # token's sure + possible links normalised to sum to 1 (the mean map of a Transformer's
     # layers and heads). Needs gold: the embedded data's, or train.align_gold. 0 = off.
     train.align_loss_weight = 0.0
+    # Supervised attention: a possible-only gold link's weight in gold_t beside a sure link's 1,
+    # before normalising (1 = sure and possible alike; below 1 the argmax of gold_t is a sure
+    # link wherever the token has one; 0 = sure links only). In [0, 1].
+    train.align_possible_weight = 1.0
     # A gold alignment file for the train split of data without embedded gold: one line per raw
     # train pair, 1-based 'i-j' sure / 'ipj' possible links, source word first (align's --gold
     # format). '' = the dataset's own gold.

@@ -36,13 +36,15 @@ def tiny():
 # ------------------------------------------------------------------------------- the loss term
 
 
-def _reference_gold(links, t, s):
-    """Dense normalised gold [B, T, S] from links [B, M, 2] by loops (a repeated link once)."""
+def _reference_gold(links, t, s, possible_weight=1.0):
+    """Dense normalised gold [B, T, S] from links [B, M, 2] (all sure) or [B, M, 3] (sure flag)
+    by loops (a repeated link once)."""
     out = np.zeros((links.shape[0], t, s))
     for b, row in enumerate(links):
-        for tt, j in row:
-            if tt >= 0:
-                out[b, tt, j] = 1.0
+        for link in row:
+            if link[0] >= 0:
+                sure = len(link) == 2 or link[2] > 0
+                out[b, link[0], link[1]] = 1.0 if sure else possible_weight
     total = out.sum(-1, keepdims=True)
     return np.divide(out, total, out=np.zeros_like(out), where=total > 0)
 
@@ -90,6 +92,23 @@ def test_kl_is_exactly_zero_at_the_normalised_gold_and_positive_elsewhere():
     assert np.isfinite(float(loss.alignment_kl(junk, gold)))
     grad = jax.grad(loss.alignment_kl)(junk, gold)
     assert np.isfinite(np.asarray(grad)).all() and not np.asarray(grad)[~has].any()
+
+
+def test_possible_links_weigh_possible_weight_beside_sure_ones():
+    """Row 0 of sentence 0: sure link to source 0, possible-only to source 2; row 4: possible
+    only. At weight 1 both count alike, at 0.5 the sure link holds 2/3, at 0 a row of possible
+    links only has no gold."""
+    _, links = _random_case(seed=1)
+    flagged = np.concatenate([links, np.where(links[..., :1] >= 0, 1, -1)], -1)
+    flagged[0, 1, 2] = flagged[0, 5, 2] = 0  # (0, 2) and (4, 0) possible-only.
+    for weight in (1.0, 0.5, 0.0):
+        gold = np.asarray(loss.gold_attention(jnp.asarray(flagged), 6, 5, weight))
+        np.testing.assert_allclose(gold, _reference_gold(flagged, 6, 5, weight), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(loss.gold_attention(jnp.asarray(flagged), 6, 5, 0.5))
+                               [0, 0, [0, 2]], [2 / 3, 1 / 3], rtol=1e-6)
+    assert not np.asarray(loss.gold_attention(jnp.asarray(flagged), 6, 5, 0.0))[0, 4].any()
+    np.testing.assert_allclose(loss.gold_attention(jnp.asarray(flagged), 6, 5),
+                               loss.gold_attention(jnp.asarray(links), 6, 5), rtol=1e-6)
 
 
 def test_gold_and_kl_equal_numpy_references():
@@ -220,7 +239,8 @@ def _split(pairs, src_vocab, tgt_vocab, buckets=(4, 8)):
 
 
 def _links_of(row):
-    return {tuple(link) for link in row.tolist() if link[0] >= 0}
+    """(target token, source token) pairs of a 'links' row [M, 3]."""
+    return {tuple(link[:2]) for link in row.tolist() if link[0] >= 0}
 
 
 def test_batches_carry_each_examples_token_links():
@@ -228,15 +248,17 @@ def test_batches_carry_each_examples_token_links():
     tgt_v = vocab_lib.WordVocab.build(p.tgt for p in PAIRS)
     split = _split(PAIRS, src_v, tgt_v)
     small, large = split.bucket_arrays
-    assert small["links"].shape == (3, 2, 2) and large["links"].shape == (1, 3, 2)
+    assert small["links"].shape == (3, 2, 3) and large["links"].shape == (1, 3, 3)
     assert small["links"].dtype == np.int32 and (small["links"][2] == -1).all()
     for arrays in split.bucket_arrays:
         for i, row in zip(arrays["index"], arrays["links"]):
             assert _links_of(row) == WORD_LINKS[i]
+            sure = {(t, j) for j, t in PAIRS[i].sure}
+            assert all(link[2] == ((link[0], link[1]) in sure) for link in row if link[0] >= 0)
     data = batches.Data("hand", src_v, tgt_v, (4, 8), 0,
                         {"train": split, "valid": split, "test": split})
     for batch in itertools.islice(batches.train_batches(data, 2, seeds=[0, 1]), 4):
-        assert batch["links"].shape[:2] == (2, 2) and batch["links"].shape[3] == 2
+        assert batch["links"].shape[:2] == (2, 2) and batch["links"].shape[3] == 3
         for k, r in np.ndindex(2, 2):
             assert _links_of(batch["links"][k, r]) == WORD_LINKS[batch["index"][k, r]]
     first = next(batches.eval_batches(data, "train", 4))  # 3 examples and a filler row
@@ -335,6 +357,8 @@ def test_a_runs_gold_file_replaces_the_datas_own_and_a_bad_one_is_refused(tmp_pa
 
 @pytest.mark.parametrize("overrides, match", [
     ({"train.align_loss_weight": -0.5}, r"train\.align_loss_weight must be >= 0, got -0\.5"),
+    ({"train.align_loss_weight": 1.0, "train.align_possible_weight": 1.5},
+     r"align_possible_weight must be in \[0, 1\]"),
     ({"train.align_gold": "gold.txt"},
      r"train\.align_gold='gold\.txt' is set but train\.align_loss_weight is 0.*"
      r"--config\.train\.align_loss_weight"),

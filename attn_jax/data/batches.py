@@ -11,9 +11,10 @@ Pipeline (``load(config.data, workdir)``):
      ``train_batches`` ([K, B, L], K seeded replicas) and ``eval_batches`` ([B, L]).
 
 Supervised attention (``load(..., links=True)``, train.align_loss_weight > 0) adds the train
-split's gold links as token links: 'links' [n_b, M_b, 2] per bucket (`add_links`), so train
-batches also hold 'links' [K, B, M_b, 2]: (target token t, source token j) pairs, 0-based, -1 rows
-padding, t the row of tgt_out and j the column of src. The gold is the dataset's own (sure and
+split's gold links as token links: 'links' [n_b, M_b, 3] per bucket (`add_links`), so train
+batches also hold 'links' [K, B, M_b, 3]: (target token t, source token j, sure) triples, 0-based,
+-1 rows padding, t the row of tgt_out, j the column of src, sure 1 for a sure link and 0 for a
+possible-only one. The gold is the dataset's own (sure and
 possible links of words) or a gold file's (``train_gold``). With one token per word (the word
 vocabulary) word links are token links; otherwise each word is encoded on its own and a target
 token is linked to every token of its word's linked source words, and a pair whose per-word
@@ -71,7 +72,7 @@ class Split:
     filtered: dict[str, int]  # train: {'too_long': n, 'empty': n}; valid/test: zeros
     # Per bucket: padded arrays of that bucket's examples, ascending index.
     # {'src','tgt_in','tgt_out': [n_b, L_b] int32, 'index': [n_b] int32}; image data: 'src' is
-    # [n_b, H, W, 3] uint8. With gold links (`add_links`): 'links' [n_b, M_b, 2] int32.
+    # [n_b, H, W, 3] uint8. With gold links (`add_links`): 'links' [n_b, M_b, 3] int32.
     bucket_arrays: tuple[dict[str, np.ndarray], ...]
     images: np.ndarray | None = None  # image data: [N, H, W, 3] uint8, example i's picture
 
@@ -253,21 +254,26 @@ def _word_of_tokens(vocab: Vocab, text: str, ids: np.ndarray) -> np.ndarray | No
 
 
 def token_links(sure, possible, src_words: np.ndarray, tgt_words: np.ndarray) -> np.ndarray:
-    """[M, 2] int32 (target token, source token) links, sorted, from one pair's 0-based (src
-    word, tgt word) links (sure ∪ possible): each target token is linked to every token of the
-    source words its word links to. src_words / tgt_words: the word of each token."""
+    """[M, 3] int32 (target token, source token, sure) links, sorted, from one pair's 0-based
+    (src word, tgt word) links (sure ∪ possible): each target token is linked to every token of
+    the source words its word links to; sure is 1 where the word link is sure, else 0.
+    src_words / tgt_words: the word of each token."""
     src_tokens, tgt_tokens = collections.defaultdict(list), collections.defaultdict(list)
     for j, word in enumerate(src_words):
         src_tokens[int(word)].append(j)
     for t, word in enumerate(tgt_words):
         tgt_tokens[int(word)].append(t)
-    out = sorted({(t, j) for sw, tw in set(sure) | set(possible)
-                  for t in tgt_tokens[tw] for j in src_tokens[sw]})
-    return np.asarray(out, np.int32).reshape(-1, 2)
+    sure = set(sure)
+    out: dict[tuple[int, int], int] = {}
+    for sw, tw in sure | set(possible):
+        for t in tgt_tokens[tw]:
+            for j in src_tokens[sw]:
+                out[t, j] = max(out.get((t, j), 0), int((sw, tw) in sure))
+    return np.asarray([(t, j, s) for (t, j), s in sorted(out.items())], np.int32).reshape(-1, 3)
 
 
 def add_links(split: Split, src_vocab: Vocab, tgt_vocab: Vocab) -> Split:
-    """`split` with 'links' [n_b, M_b, 2] int32 in every bucket array (module docstring): row r
+    """`split` with 'links' [n_b, M_b, 3] int32 in every bucket array (module docstring): row r
     holds example index[r]'s `token_links`, padded with -1 rows to the bucket's most links M_b
     (at least 1). ValueError when the split has no gold links."""
     if split.sure is None or split.possible is None:
@@ -280,7 +286,7 @@ def add_links(split: Split, src_vocab: Vocab, tgt_vocab: Vocab) -> Split:
         tgt = _word_of_tokens(tgt_vocab, split.tgt_text[i], split.tgt_ids[i])
         if src is None or tgt is None:
             unmapped += 1
-            per_example.append(np.zeros((0, 2), np.int32))
+            per_example.append(np.zeros((0, 3), np.int32))
         else:
             per_example.append(token_links(split.sure[i], split.possible[i], src, tgt))
     if unmapped:
@@ -291,7 +297,7 @@ def add_links(split: Split, src_vocab: Vocab, tgt_vocab: Vocab) -> Split:
     for b in split.bucket_arrays:
         rows = [per_example[i] for i in b["index"]]
         most = max([1] + [len(r) for r in rows])
-        links = np.full((len(rows), most, 2), -1, np.int32)  # [n_b, M_b, 2]
+        links = np.full((len(rows), most, 3), -1, np.int32)  # [n_b, M_b, 3]
         for r, row in enumerate(rows):
             links[r, :len(row)] = row
         arrays.append({**b, "links": links})
@@ -367,7 +373,7 @@ def _replica_permutation(n: int, seed: int, epoch: int, bucket: int) -> np.ndarr
 def train_batches(data: Data, sizes: int | Sequence[int], seeds: Sequence[int],
                   start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Endless train batches for K = len(seeds) replicas: {'src','tgt_in','tgt_out': [K, B, L],
-    'index': [K, B]} (+ 'links' [K, B, M_b, 2] when the split has them, `add_links`), with L one
+    'index': [K, B]} (+ 'links' [K, B, M_b, 3] when the split has them, `add_links`), with L one
     of data.buckets and B its batch size (`batch_sizes`; an int: the same in every bucket).
 
     Step k is a pure function of (data, sizes, seeds, data.seed, k):

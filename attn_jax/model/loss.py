@@ -54,20 +54,25 @@ def doubly_stochastic(attention: jax.Array, target_mask: jax.Array,
 _TINY = float(jnp.finfo(jnp.float32).tiny)
 
 
-def gold_attention(links: jax.Array, num_targets: int, num_sources: int) -> jax.Array:
+def gold_attention(links: jax.Array, num_targets: int, num_sources: int,
+                   possible_weight: float = 1.0) -> jax.Array:
     """Each target token's gold attention: links [B, M, 2] of (target token t, source token j)
-    pairs, -1 rows for padding -> [B, T, S] (T = num_targets, S = num_sources), row t the
-    indicator of t's linked source tokens normalised to sum to 1 (all zeros: t has no link).
-    A link repeated counts once. Jittable; links outside [0, T) x [0, S) are dropped."""
+    pairs, or [B, M, 3] with a third column 1 for a sure link and 0 for a possible-only one,
+    -1 rows for padding -> [B, T, S] (T = num_targets, S = num_sources): row t gives each of t's
+    linked source tokens weight 1 (sure) or possible_weight (possible-only), normalised to sum
+    to 1 (all zeros: t has no link of weight > 0). A link repeated counts once. Jittable; links
+    outside [0, T) x [0, S) are dropped."""
     b = links.shape[0]
     t, j = links[..., 0], links[..., 1]  # [B, M]
     real = (t >= 0) & (t < num_targets) & (j >= 0) & (j < num_sources)
+    weight = (jnp.where(links[..., 2] > 0, 1.0, possible_weight) if links.shape[-1] == 3
+              else jnp.ones(t.shape, jnp.float32))  # [B, M]
     rows = jnp.broadcast_to(jnp.arange(b)[:, None], t.shape)
     # Padding goes out of range and is dropped (a negative index would wrap around).
     marks = jnp.zeros((b, num_targets, num_sources), jnp.float32).at[
         rows, jnp.where(real, t, num_targets), jnp.where(real, j, num_sources)].set(
-        1.0, mode="drop")  # [B, T, S]
-    return marks / jnp.maximum(marks.sum(-1, keepdims=True), 1.0)
+        weight, mode="drop")  # [B, T, S]
+    return marks / jnp.where(marks.sum(-1, keepdims=True) > 0, marks.sum(-1, keepdims=True), 1.0)
 
 
 def alignment_kl(attention: jax.Array, gold: jax.Array) -> jax.Array:

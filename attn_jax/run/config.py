@@ -62,6 +62,7 @@ ABSENT_MEANS_DEFAULT = (
     "model.tie_embeddings",  # The Transformer's fields: runs before it were RNNs.
     "model.encoder", "train.attention_penalty",  # Images: runs before them read text.
     "train.align_loss_weight", "train.align_gold",  # Supervised attention: runs before it had none.
+    "train.align_possible_weight",
     "eval.attribution_methods", "eval.ig_steps",  # Attribution alignments at evaluation.
 )
 
@@ -322,6 +323,10 @@ def _check_supervised_attention(config: ml_collections.ConfigDict) -> None:
     A gold file that does not fit the train split is refused where the data is read (train.py)."""
     t = config.train
     weight, path = t.align_loss_weight, t.align_gold
+    if not 0.0 <= t.align_possible_weight <= 1.0:
+        raise ValueError(f"train.align_possible_weight must be in [0, 1] (a possible link weighs "
+                         f"at most as much as a sure one), got {t.align_possible_weight} "
+                         "(--config.train.align_possible_weight=...).")
     if path and not weight:
         raise ValueError(f"train.align_gold={path!r} is set but train.align_loss_weight is 0, so "
                          "the gold would do nothing; set --config.train.align_loss_weight to a "

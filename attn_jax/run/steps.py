@@ -107,22 +107,27 @@ def extent(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     return {**bounds, "tgt": longest(batch["tgt_out"]), "rows": most(batch["tgt_out"])}
 
 
-def supervised_attention(attention: jax.Array, links: jax.Array) -> dict[str, jax.Array]:
+def supervised_attention(attention: jax.Array, links: jax.Array,
+                         possible_weight: float = 1.0) -> dict[str, jax.Array]:
     """Supervised attention's term for one batch: {"align_sum": Σ_t KL(gold_t || α_t) over the
     target tokens with gold links (`loss.alignment_kl`), "align_tokens": how many tokens those
-    are}. attention [B, T, S] (the model's teacher-forced α), links [B, M, 2] (the batch's)."""
-    gold = loss_lib.gold_attention(links, attention.shape[1], attention.shape[2])  # [B, T, S]
+    are}. attention [B, T, S] (the model's teacher-forced α), links [B, M, 3] (the batch's);
+    possible_weight: a possible-only link's weight in gold_t beside a sure one's 1."""
+    gold = loss_lib.gold_attention(links, attention.shape[1], attention.shape[2],
+                                   possible_weight)  # [B, T, S]
     return {"align_sum": loss_lib.alignment_kl(attention, gold),
             "align_tokens": jnp.sum(gold.sum(-1) > 0).astype(jnp.float32)}
 
 
-def _train_step_one(model, tx, smoothing, penalty, align_weight, shard_keys: bool,
+def _train_step_one(model, tx, smoothing, penalty, align, shard_keys: bool,
                     state: TrainState, batch, bounds):
     """One replica's step inside the layout's shard_map: the batch is this device's rows, so the
     token count and the gradients are summed over the `data` axis (the update is the one of the
     whole batch). With `shard_keys` each device folds its `data` index into the dropout key, so
-    every shard draws its own masks. align_weight > 0 adds align_weight · `supervised_attention`
-    to the summed token loss (so per token, like it, once divided by the token count)."""
+    every shard draws its own masks. align = (weight, possible weight): weight > 0 adds weight ·
+    `supervised_attention` to the summed token loss (so per token, like it, once divided by the
+    token count)."""
+    align_weight, possible_weight = align
     dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
     if shard_keys:
         dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(sharding.DATA))
@@ -137,7 +142,7 @@ def _train_step_one(model, tx, smoothing, penalty, align_weight, shard_keys: boo
             **({"attention_penalty": penalty} if penalty else {}))
         sums = {"nll_sum": nll}
         if align_weight:
-            sums.update(supervised_attention(aux["attention"], batch["links"]))
+            sums.update(supervised_attention(aux["attention"], batch["links"], possible_weight))
             loss = loss + align_weight * sums["align_sum"]
         return loss / jnp.maximum(weight, 1.0), sums
 
@@ -151,12 +156,14 @@ def _train_step_one(model, tx, smoothing, penalty, align_weight, shard_keys: boo
 
 
 def make_train_step(model, tx, smoothing: float, layout: sharding.Layout | None = None,
-                    attention_penalty: float = 0.0, align_loss_weight: float = 0.0):
+                    attention_penalty: float = 0.0, align_loss_weight: float = 0.0,
+                    align_possible_weight: float = 1.0):
     """(state [K...], batch [K, B, L]) -> (state, metrics [K]); jitted, state donated.
     attention_penalty: train.attention_penalty (the model's `loss` adds it when > 0).
     align_loss_weight: train.align_loss_weight; > 0 adds it times `supervised_attention` of the
-    batch's gold 'links' [K, B, M, 2] (`batches.load(..., links=True)`) to the loss, and the
-    metrics gain "align_sum" and "align_tokens" (summed over the batch).
+    batch's gold 'links' [K, B, M, 3] (`batches.load(..., links=True)`; possible-only links
+    weighted align_possible_weight) to the loss, and the metrics gain "align_sum" and
+    "align_tokens" (summed over the batch).
 
     The step is a shard_map over the `layout`'s mesh (one device when None): each device runs
     the same program on its replicas (`seeds`) and rows (`data`); the fused loops of each device
@@ -166,7 +173,7 @@ def make_train_step(model, tx, smoothing: float, layout: sharding.Layout | None 
     # A one-device run draws the dropout masks it always drew (no shard index folded in), so a
     # run saved before resumes exactly; devices of a larger mesh each fold in their own.
     one = functools.partial(_train_step_one, model, tx, smoothing, attention_penalty,
-                            align_loss_weight, layout.size > 1)
+                            (align_loss_weight, align_possible_weight), layout.size > 1)
 
     def local(state, batch):
         if align_loss_weight and "links" not in batch:  # Python, at trace time.
