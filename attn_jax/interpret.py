@@ -38,7 +38,7 @@ from absl import flags
 
 from attn_jax import translate
 from attn_jax.data import batches
-from attn_jax.eval import attribution, evaluate
+from attn_jax.eval import attribution, evaluate, metrics
 from attn_jax.eval import perturb as perturb_lib
 from attn_jax.model import attention
 from attn_jax.run import cli, steps
@@ -79,6 +79,31 @@ def alignments(run: translate.Translator, data: batches.Data, split: str, senten
     return [{key: row[key] for key in keep} for row in rows]
 
 
+def gold_floors(split: batches.Split, sentences: int = 0) -> dict[str, float]:
+    """AER of links read off the gold itself, one per target word as every method links, on the
+    first `sentences` (0 = all) of a split with gold: "sure" links each target word to a sure
+    source word where it has one (else a possible one: the floor of one link per word), and
+    "normalised_argmax" to the argmax of its sure + possible links normalised (the first on a
+    tie: what an α equal to supervised attention's gold with align_possible_weight=1 gives)."""
+    n = len(split) if not sentences else min(sentences, len(split))
+    sure_links, argmax_links = [], []
+    for i in range(n):
+        sure, linked = set(split.sure[i]), set(split.sure[i]) | set(split.possible[i])
+        by_sure, by_argmax = set(), set()
+        for t in range(len(split.tgt_text[i].split())):
+            mine = sorted(s for s, tt in sure if tt == t) or sorted(
+                s for s, tt in linked if tt == t)
+            if mine:
+                by_sure.add((mine[0], t))
+            ranked = sorted(s for s, tt in linked if tt == t)
+            by_argmax.add((ranked[0] if ranked else 0, t))
+        sure_links.append(by_sure)
+        argmax_links.append(by_argmax)
+    gold = ([set(s) for s in split.sure[:n]], [set(p) for p in split.possible[:n]])
+    return {"sure": metrics.aer(sure_links, *gold),
+            "normalised_argmax": metrics.aer(argmax_links, *gold)}
+
+
 def _seeds(run: translate.Translator) -> list[int]:
     t = run.config.train
     return list(range(t.seed, t.seed + t.num_seeds))
@@ -98,7 +123,8 @@ def interpret_run(workdir: str, split: str, sentences: int, ig_steps: int,
         "flow": getattr(run.model.config, "flow", None), "seeds": _seeds(run),
         "checkpoint_step": run.step, "split": split, "ig_steps": ig_steps,
         "max_sentences": sentences, "perturb_sentences": perturb_sentences,
-        "alignments": alignments(run, data, split, sentences, ig_steps)}
+        "alignments": alignments(run, data, split, sentences, ig_steps),
+        "gold_floors": gold_floors(data[split], sentences) if data[split].sure else None}
     out["perturbation"] = None
     if attention.scorer_class(scorer).attends and perturb_sentences:
         sp = data[split]
@@ -142,6 +168,12 @@ def tables(results: Sequence[dict[str, Any]]) -> str:
         lines.append(f"| {_name(r)} | {rows[0]['num_sentences']} | "
                      f"{_mean_sd([x['bleu'] for x in rows], digits=2)} | "
                      + " | ".join(_mean_sd([x[key] for x in rows]) for key, _ in methods) + " |")
+    floors = next((r["gold_floors"] for r in results if r.get("gold_floors")), None)
+    if floors:
+        lines += ["", f"The gold itself, one link per target word on the same sentences: a sure "
+                  f"link where the word has one, AER {floors['sure']:.3f}; the argmax of its "
+                  f"sure + possible links normalised (first on a tie), "
+                  f"{floors['normalised_argmax']:.3f}."]
     lines += ["", "Attention replaced at every decoder step (`attn_jax.eval.perturb`): mean "
               "over seeds of the total variation and Jensen-Shannon divergence (nats) between "
               "the original and perturbed next-token distributions, the share of changed "

@@ -83,3 +83,17 @@ def test_a_folder_without_a_finished_run_is_refused(tmp_path):
     with pytest.raises(interpret.InterpretError, match="no finished run"):
         interpret.interpret_runs([str(tmp_path)], str(tmp_path / "out"))
     assert not os.path.exists(tmp_path / "out")  # Checked before anything is written.
+
+
+def test_gold_floors_on_a_hand_made_split():
+    """Target word 0: sure link to source 1, possible to 0 (the normalised argmax takes 0, a
+    possible link); word 1: possible links only (both floors take source 2, the first)."""
+    class Split(list):
+        sure = [((1, 0),)]
+        possible = [((0, 0), (1, 0), (2, 1), (3, 1))]
+        tgt_text = ["x y"]
+
+    floors = interpret.gold_floors(Split([0]))
+    # |S| = 1. Sure-first: A = {1-0, 2-1}: A∩S 1, A∩P 2 -> 1 - 3/3 = 0. Argmax: A = {0-0, 2-1}:
+    # A∩S 0, A∩P 2 -> 1 - 2/3.
+    assert floors == {"sure": 0.0, "normalised_argmax": pytest.approx(1 / 3)}
