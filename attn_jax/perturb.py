@@ -34,17 +34,13 @@ import os
 import sys
 from typing import Any
 
-import jax
 from absl import flags
 
 from attn_jax import translate
 from attn_jax.data import batches
-from attn_jax.data import vocab as vocab_lib
 from attn_jax.eval import gold
 from attn_jax.eval import perturb as perturb_lib
-from attn_jax.model import arch
-from attn_jax.run import cli, steps
-from attn_jax.run import config as config_lib
+from attn_jax.run import cli
 
 PerturbError = perturb_lib.PerturbError
 SPLITS = ("test", "valid")
@@ -68,43 +64,18 @@ class Run:
     def read(cls, workdir: str, which: str = "--workdir") -> Run:
         """The run's config, vocabularies and model (nothing restored or compiled); refuses a
         folder without a run, and a model with nothing to perturb."""
-        config_path = os.path.join(workdir, "config.json")
-        if not os.path.exists(config_path):
-            raise PerturbError(f"{which}={workdir} holds no training run (no config.json); pass "
-                               "the workdir of a training run (python -m attn_jax.train).")
         try:
-            with open(config_path, encoding="utf-8") as f:
-                config = config_lib.from_saved(json.load(f))
-        except (ValueError, KeyError, AttributeError) as e:
-            raise PerturbError(f"{config_path} is not a readable run config ({e}); pass the "
-                               f"{which} of an intact training run.") from None
-        if config.model.encoder == "cnn":
-            raise PerturbError(f"{which}={workdir} is an image run (model.encoder='cnn'); "
-                               "perturbation here reads text: pass a text run.")
-        try:
-            src_vocab, tgt_vocab = vocab_lib.load_vocabs(workdir)
-        except FileNotFoundError:
-            raise PerturbError(f"{which}={workdir} has no saved vocabulary: its training stopped "
-                               "before preparing the data; rerun the training command.") from None
-        try:
-            derived = config_lib.derive(config, src_vocab_size=src_vocab.size,
-                                        tgt_vocab_size=tgt_vocab.size, steps_per_epoch=1)
-        except ValueError as e:
-            raise PerturbError(f"{config_path}: {e}") from None
-        model = arch.build(derived.model)
+            config, src_vocab, tgt_vocab, model = translate.read_run(workdir, which)
+        except (translate.TranslateError, ValueError) as e:
+            raise PerturbError(str(e)) from None
         perturb_lib.check_model(model, "this run's" if which == "--workdir" else
                                 "the --other_workdir run's")
         return cls(workdir, config, model, src_vocab, tgt_vocab)
 
     def restore(self, best: bool = True) -> None:
         """Every replica of the best checkpoint by valid BLEU (the newest if none, or not best)."""
-        derived = config_lib.derive(self.config, src_vocab_size=self.src_vocab.size,
-                                    tgt_vocab_size=self.tgt_vocab.size, steps_per_epoch=1)
-        tx, _ = steps.make_optimizer(self.config.train, derived.num_steps)
-        abstract = jax.eval_shape(  # Shapes only: nothing is compiled or run.
-            lambda: steps.init_state(self.model, tx, derived.seeds, self.config.data.buckets[0]))
-        state, self.step, self.checkpoint = translate._restore(  # The Translator's restore.
-            self.workdir, self.config, abstract, best)
+        state, self.step, self.checkpoint = translate.restore_state(
+            self.workdir, self.config, self.model, best)
         self.params = state.params
         if not os.path.exists(os.path.join(self.workdir, "results.json")):
             self.warnings.append(f"{self.workdir} has not finished training (no results.json); "

@@ -25,7 +25,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from typing import IO
+from typing import IO, Any
 
 import jax
 import numpy as np
@@ -88,6 +88,46 @@ def _restore(workdir: str, config, state, best: bool):
         ckpts.close()
 
 
+def read_run(workdir: str, flag: str = "--workdir") -> tuple[Any, Any, Any, Any]:
+    """(config, source vocabulary, target vocabulary, model) of a training run's folder, nothing
+    restored or compiled; TranslateError naming the fix for a folder that holds no readable run
+    (`flag` names the folder in the messages)."""
+    if not os.path.isdir(workdir):
+        raise TranslateError(f"{flag}={workdir} is not a directory; pass the {flag} of a "
+                             "training run (python -m attn_jax.train).")
+    config_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(config_path):
+        raise TranslateError(f"{workdir} has no config.json, so it holds no training run; "
+                             f"pass the {flag} of a training run (python -m attn_jax.train).")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = config_lib.from_saved(json.load(f))
+    except (ValueError, KeyError, AttributeError) as e:  # JSON or fields unreadable.
+        raise TranslateError(f"{config_path} is not a readable run config ({e}); pass the "
+                             f"{flag} of an intact training run.") from None
+    try:
+        src_vocab, tgt_vocab = vocab_lib.load_vocabs(workdir)
+    except FileNotFoundError:
+        raise TranslateError(
+            f"{workdir} has no saved vocabulary ({os.path.join(workdir, 'vocab')}): its "
+            "training stopped before preparing the data; rerun the training command to "
+            "train it first.") from None
+    derived = config_lib.derive(config, src_vocab_size=src_vocab.size,
+                                tgt_vocab_size=tgt_vocab.size, steps_per_epoch=1)
+    return config, src_vocab, tgt_vocab, arch.build(derived.model)
+
+
+def restore_state(workdir: str, config, model, best: bool = True):
+    """(train state with every replica, its step, 'best' | 'newest'): the best checkpoint by
+    valid BLEU if asked and any, else the newest (TranslateError when none is usable)."""
+    derived = config_lib.derive(config, src_vocab_size=model.config.src_vocab_size,
+                                tgt_vocab_size=model.config.tgt_vocab_size, steps_per_epoch=1)
+    tx, _ = steps.make_optimizer(config.train, derived.num_steps)
+    abstract = jax.eval_shape(  # The state's shapes only: nothing is compiled or run.
+        lambda: steps.init_state(model, tx, derived.seeds, config.data.buckets[0]))
+    return _restore(workdir, config, abstract, best)
+
+
 class Translator:
     """A run loaded for inference: vocabularies, model, replica 0 of the best checkpoint.
 
@@ -103,35 +143,10 @@ class Translator:
             decode.check_length_penalty(length_penalty)
         except ValueError as e:
             raise TranslateError(str(e)) from None
-        if not os.path.isdir(workdir):
-            raise TranslateError(f"--workdir={workdir} is not a directory; pass the --workdir of "
-                                 "a training run (python -m attn_jax.train).")
-        config_path = os.path.join(workdir, "config.json")
-        if not os.path.exists(config_path):
-            raise TranslateError(f"{workdir} has no config.json, so it holds no training run; "
-                                 "pass the --workdir of a training run (python -m attn_jax.train).")
-        try:
-            with open(config_path, encoding="utf-8") as f:
-                config = config_lib.from_saved(json.load(f))
-        except (ValueError, KeyError, AttributeError) as e:  # JSON or fields unreadable.
-            raise TranslateError(f"{config_path} is not a readable run config ({e}); pass the "
-                                 "--workdir of an intact training run.") from None
-        try:
-            self.src_vocab, self.tgt_vocab = vocab_lib.load_vocabs(workdir)
-        except FileNotFoundError:
-            raise TranslateError(
-                f"{workdir} has no saved vocabulary ({os.path.join(workdir, 'vocab')}): its "
-                "training stopped before preparing the data; rerun the training command to "
-                "train it first.") from None
+        config, self.src_vocab, self.tgt_vocab, model = read_run(workdir)
         self.config = config
         self.buckets = config.data.buckets
-        derived = config_lib.derive(config, src_vocab_size=self.src_vocab.size,
-                                    tgt_vocab_size=self.tgt_vocab.size, steps_per_epoch=1)
-        model = arch.build(derived.model)
-        tx, _ = steps.make_optimizer(config.train, derived.num_steps)
-        abstract = jax.eval_shape(  # The state's shapes only: nothing is compiled or run.
-            lambda: steps.init_state(model, tx, derived.seeds, self.buckets[0]))
-        state, step, which = _restore(workdir, config, abstract, best)
+        state, step, which = restore_state(workdir, config, model, best)
         self.warnings: list[str] = []
         if not os.path.exists(os.path.join(workdir, "results.json")):
             planned = (f"of {config.train.num_steps} planned" if config.train.num_steps else

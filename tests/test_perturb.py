@@ -300,6 +300,8 @@ def test_bad_input_is_refused_in_one_line_before_compiling(run, tmp_path, monkey
         shutil.copytree(os.path.join(workdir, "vocab"), other / "vocab")
         saved = json.loads(config.to_json())
         saved["model"][field] = value
+        if field == "encoder":  # An image run reads image data.
+            saved["data"]["name"] = "scenes"
         (other / "config.json").write_text(json.dumps(saved))
         with pytest.raises(lib.PerturbError, match=message):
             perturb.perturb_workdir(str(other))

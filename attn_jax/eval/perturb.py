@@ -138,8 +138,8 @@ def check_model(model, which: str = "this run's") -> None:
                            "attention to perturb; pass the workdir of a run with an attention "
                            "scorer (location and uniform are fine).")
     if getattr(c, "encoder", "rnn") == "cnn":
-        raise PerturbError(f"{which} model reads images (model.encoder='cnn'); perturbation "
-                           "reads text: pass the workdir of a text run.")
+        raise PerturbError(f"{which} model reads images (an image run: model.encoder='cnn'); "
+                           "perturbation reads text: pass the workdir of a text run.")
 
 
 def check_other(model, other_model) -> None:
