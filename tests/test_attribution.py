@@ -244,3 +244,23 @@ def test_evaluation_time_attributions_are_checked_before_compiling(overrides, wo
         config_lib.override(config, key, value)
     with pytest.raises(ValueError, match=words):
         config_lib.validate(config)
+
+
+def test_a_run_scores_attributions_only_when_asked():
+    """train's evaluation gets the maps program of eval.attribution_methods, or None (off)."""
+    import types
+
+    from attn_jax import train
+    from attn_jax.run import config as config_lib
+
+    config = config_lib.load_config_file("configs/default.py:tiny")
+    model = _model("dot")
+    run = types.SimpleNamespace(config=config, model=model)
+    assert train._Run.attribution.func(run) is None
+    config_lib.override(config, "eval.attribution_methods", "saliency")
+    maps = train._Run.attribution.func(run)
+    params = jax.eval_shape(lambda: jax.tree.map(  # Shapes only: traced, nothing compiled.
+        lambda x: x[None], rnn.init_params(model, jax.random.key(0), 7)))
+    src, tgt = _batch()
+    out = jax.eval_shape(maps, params, {"src": src, "tgt_in": tgt, "tgt_out": tgt})
+    assert {k: v.shape for k, v in out.items()} == {"saliency": (1, *tgt.shape, src.shape[1])}
