@@ -151,7 +151,8 @@ def _mean_sd(values: Sequence[float | None], scale: float = 1.0, digits: int = 3
 
 def _name(result: dict[str, Any]) -> str:
     flow = f", {result['flow']}" if result.get("flow") else ""
-    return f"{result['arch']} {result['scorer']}{flow} ({len(result['seeds'])} seeds)"
+    seeds = len(result["seeds"])
+    return f"{result['arch']} {result['scorer']}{flow} ({seeds} seed{'s' * (seeds != 1)})"
 
 
 def tables(results: Sequence[dict[str, Any]]) -> str:

@@ -35,11 +35,11 @@ def test_tables_give_mean_and_sd_over_seeds_and_mark_skipped_perturbations():
     text = interpret.tables(results)
     assert ("| rnn additive, bahdanau (2 seeds) | 300 | 98.50 ± 0.71 | 0.200 ± 0.141 | "
             "0.300 ± 0.141 | 0.400 ± 0.141 | 0.500 ± 0.141 |") in text
-    assert "| rnn none, bahdanau (1 seeds) | 300 | 98.00 | – | 0.500 | 0.600 | 0.700 |" in text
+    assert "| rnn none, bahdanau (1 seed) | 300 | 98.00 | – | 0.500 | 0.600 | 0.700 |" in text
     assert ("| uniform | 0.600 ± 0.141 | 0.300 ± 0.071 | 60.0 ± 14.1% | 3.000 ± 1.414 | "
             "98.50 ± 0.71 → 15.00 ± 7.07 |") in text
     assert "| seed | n/a | n/a | n/a | n/a | n/a |" in text
-    assert "none, bahdanau (1 seeds) | uniform" not in text  # No perturbation without attention.
+    assert "none, bahdanau (1 seed) | uniform" not in text  # No perturbation without attention.
 
 
 def test_runs_measured_already_are_read_back_not_measured_again(tmp_path, monkeypatch):
