@@ -26,6 +26,7 @@ from attn_jax.model import transformer as tf
 from attn_jax.run import checkpoint
 from attn_jax.run.config import load_config_file
 from tests.run_helpers import assert_one_line_error, random_run_state
+from tests.test_transformer import _batch as _tf_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -117,17 +118,9 @@ def _params(model, seed=0):
 
 
 def _batch(seed=0):
-    """src [3, 7] (row 1: 4 real tokens, row 2: 1), tgt_in / tgt_out [3, 5] (row 0: 3 tokens)."""
-    rng = np.random.RandomState(seed)
-    src = rng.randint(4, 23, (3, 7))
-    src[1, 4:], src[2, 1:] = PAD, PAD
-    tgt_out = rng.randint(4, 19, (3, 5))
-    tgt_out[:, -1] = EOS
-    tgt_out[0, 2], tgt_out[0, 3:] = EOS, PAD
-    tgt_in = np.roll(tgt_out, 1, 1)
-    tgt_in[:, 0] = BOS
-    tgt_in[0, 3:] = PAD
-    return jnp.asarray(src), jnp.asarray(tgt_in), jnp.asarray(tgt_out)
+    """src [3, 7] (row 1: 4 real tokens, row 2: 1), tgt_in / tgt_out [3, 5] (row 0: 3 tokens):
+    the Transformer tests' batch (its token ids fit every model here)."""
+    return _tf_batch(seed, t=5)
 
 
 @pytest.mark.parametrize("family", ["bahdanau", "luong", "transformer"])
