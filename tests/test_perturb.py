@@ -17,15 +17,13 @@ import numpy as np
 import pytest
 
 from attn_jax import perturb
-from attn_jax.data import batches
 from attn_jax.data.tokens import BOS, EOS, PAD
 from attn_jax.data.vocab import WordVocab
 from attn_jax.eval import perturb as lib
 from attn_jax.model import rnn
 from attn_jax.model import transformer as tf
-from attn_jax.run import checkpoint
-from attn_jax.run.config import load_config_file
-from tests.run_helpers import assert_one_line_error, random_run_state
+from tests.run_helpers import assert_one_line_error
+from tests.test_align import _random_run
 from tests.test_transformer import _batch as _tf_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -236,15 +234,7 @@ def test_seed_from_the_model_itself_changes_nothing_and_parameters_stay():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """configs/default.py:tiny (one seed) with random parameters, checkpointed at step 3."""
-    workdir = str(tmp_path_factory.mktemp("run"))
-    config = load_config_file(os.path.join(REPO, "configs/default.py:tiny"))
-    config.data.tfds_dir = str(tmp_path_factory.mktemp("tfds"))
-    data = batches.load(config.data, workdir)
-    _, state = random_run_state(workdir, config, data.src_vocab.size, data.tgt_vocab.size,
-                                scale=0.5)
-    ckpts = checkpoint.Checkpoints(workdir, 2)
-    ckpts.save(3, state)
-    ckpts.close()
+    workdir, config, _, _, _ = _random_run(tmp_path_factory, "configs/default.py:tiny")
     return workdir, config
 
 

@@ -240,15 +240,16 @@ def load(cfg: Any, workdir: str, *, links: bool = False,
     return data
 
 
-def _word_of_tokens(vocab: Vocab, text: str, ids: np.ndarray) -> np.ndarray | None:
-    """The word (of `text` split at spaces) of each token of `ids` = vocab.encode(text) ([N]
-    int), each word encoded on its own; None when those tokens are not `ids` (a token spanning
-    two words, a word of no tokens)."""
+def word_index(vocab: Vocab, text: str, ids: Sequence[int] | None = None) -> np.ndarray | None:
+    """The whitespace word of each token of `ids` (default vocab.encode(text)) ([N] int), each
+    word encoded on its own; None when those tokens are not `ids` (a token spanning two words, a
+    word of no tokens). Evaluation's AER maps attention to words by it too."""
     words = text.split()
+    ids = list(vocab.encode(text)) if ids is None else [int(i) for i in ids]
     if isinstance(vocab, vocab_lib.WordVocab):  # One token per word.
         return np.arange(len(words)) if len(words) == len(ids) else None
     pieces = [vocab.encode(word) for word in words]
-    if not all(pieces) or [t for w in pieces for t in w] != [int(i) for i in ids]:
+    if not all(pieces) or [t for w in pieces for t in w] != ids:
         return None
     return np.repeat(np.arange(len(words)), [len(w) for w in pieces])
 
@@ -282,8 +283,8 @@ def add_links(split: Split, src_vocab: Vocab, tgt_vocab: Vocab) -> Split:
                          "(--config.train.align_gold=PATH).")
     per_example, unmapped = [], 0
     for i in range(len(split)):
-        src = _word_of_tokens(src_vocab, split.src_text[i], split.src_ids[i])
-        tgt = _word_of_tokens(tgt_vocab, split.tgt_text[i], split.tgt_ids[i])
+        src = word_index(src_vocab, split.src_text[i], split.src_ids[i])
+        tgt = word_index(tgt_vocab, split.tgt_text[i], split.tgt_ids[i])
         if src is None or tgt is None:
             unmapped += 1
             per_example.append(np.zeros((0, 3), np.int32))

@@ -64,13 +64,7 @@ def decoder(eval_step, beam_step=None, length_penalty: float = 0.6) -> Decoder:
     return lambda params, src: jax.device_get(beam_step(params, src, length_penalty))
 
 
-def word_index(vocab, text: str) -> np.ndarray | None:
-    """The whitespace word of each token of vocab.encode(text) ([N] int), or None when the tokens
-    do not split at the words (a token spanning two words, a word of no tokens)."""
-    words = [vocab.encode(word) for word in text.split()]
-    if not all(words) or [t for w in words for t in w] != list(vocab.encode(text)):
-        return None
-    return np.repeat(np.arange(len(words)), [len(w) for w in words])
+word_index = batches.word_index  # The word of each token of a sentence, or None.
 
 
 def _word_maps(data: batches.Data, sp, n: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
