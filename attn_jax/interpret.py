@@ -110,9 +110,9 @@ def _seeds(run: translate.Translator) -> list[int]:
 
 
 def interpret_run(workdir: str, split: str, sentences: int, ig_steps: int,
-                  perturb_sentences: int) -> dict[str, Any]:
-    """The JSON of one run (module docstring)."""
-    run = _load(workdir)
+                  perturb_sentences: int, run: translate.Translator | None = None) -> dict[str, Any]:
+    """The JSON of one run (module docstring); `run`: the workdir already loaded."""
+    run = run or _load(workdir)
     start = time.time()
     data = batches.load(run.config.data, workdir)
     if split not in data.splits:
@@ -230,8 +230,7 @@ def interpret_runs(runs: Sequence[str], out: str, split: str = "test",
     if len(set(names)) < len(names):
         raise InterpretError(f"two runs share a folder name ({', '.join(names)}): NAME.json "
                              "would be written twice; pass runs with distinct folder names.")
-    for workdir in runs:
-        _load(workdir)  # Every run checked before any is measured.
+    loaded = {workdir: _load(workdir) for workdir in runs}  # All checked before any is measured.
     os.makedirs(out, exist_ok=True)
     settings = {"split": split, "ig_steps": ig_steps, "max_sentences": max_sentences,
                 "perturb_sentences": perturb_sentences}
@@ -244,7 +243,8 @@ def interpret_runs(runs: Sequence[str], out: str, split: str = "test",
             print(f"{name}: measured already ({path})", file=sys.stderr, flush=True)
             results.append(done)
             continue
-        result = interpret_run(workdir, split, max_sentences, ig_steps, perturb_sentences)
+        result = interpret_run(workdir, split, max_sentences, ig_steps, perturb_sentences,
+                               run=loaded[workdir])
         with open(path + ".tmp", "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
         os.replace(path + ".tmp", path)  # Whole or absent: a killed command resumes cleanly.

@@ -51,7 +51,7 @@ def test_runs_measured_already_are_read_back_not_measured_again(tmp_path, monkey
     measured = []
     monkeypatch.setattr(interpret, "_load", lambda workdir: None)
 
-    def measure(workdir, split, sentences, ig_steps, perturb_sentences):
+    def measure(workdir, split, sentences, ig_steps, perturb_sentences, run=None):
         measured.append(workdir)
         return _result(workdir, "general", [(0.5, 0.5, 0.5, 0.5)], ig_steps=ig_steps,
                        seconds=1.0)
