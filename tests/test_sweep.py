@@ -886,3 +886,24 @@ def test_multi30k_transformer_config_is_multi30k_data_with_a_transformer():
     assert config.eval.beam_size == 2 and config.train.num_steps == 20  # the ':tiny' one
     full = _config("multi30k_transformer.py")
     assert (full.eval.beam_size, full.model.layers, config_lib.validate(full).d_model) == (5, 2, 256)
+
+
+@pytest.mark.skipif(not (REPO / "configs" / "multi30k.py").exists(), reason="no configs")
+def test_multi30k_scorers_sweep_is_configs_multi30k_with_each_scorer(monkeypatch):
+    """configs/sweeps/multi30k_scorers.py: one trial per published scorer, each exactly
+    configs/multi30k.py with its scorer (nothing else differs between trials); ':tiny' the same
+    on the tiny config; an unknown argument is refused. Nothing reads the data or trains."""
+    monkeypatch.chdir(REPO)
+    base = config_lib.flatten(_config("multi30k.py"))
+    spec, trials = sweep.load("configs/sweeps/multi30k_scorers.py")
+    assert [t.name for t in trials] == [f"scorer={s}" for s in SCORERS]
+    for trial in trials:
+        config = config_lib.flatten(sweep.trial_config(trial))
+        differ = {k for k in base if config[k] != base[k]}
+        assert differ <= {"model.scorer", "logging.progress_bar"}, differ
+        assert config["model.scorer"] == trial.params["model.scorer"]
+        assert (config["train.seed"], config["train.num_seeds"]) == (0, 1)
+    spec, trials = sweep.load("configs/sweeps/multi30k_scorers.py:tiny")
+    assert {t.config for t in trials} == {"configs/multi30k.py:tiny"} and len(trials) == len(SCORERS)
+    with pytest.raises(ValueError, match="valid: 'tiny'"):
+        sweep.load("configs/sweeps/multi30k_scorers.py:big")
