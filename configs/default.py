@@ -58,6 +58,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # What the annotations h_j come from: 'rnn' (source tokens) | 'cnn' (images: a grid of cells,
     # attn_jax/model/image.py; the data must hold images).
     model.encoder = "rnn"
+    # Encoder 'cnn': the kernel (in cells, odd) of the first layer after the grid: 1 = each
+    # annotation sees only its own cell's 14 pixels; 3 = also its 8 neighbours (30 pixels, centred).
+    model.cell_kernel = 1
     model.cell = "gru"  # 'gru' | 'lstm' (encoder and decoder).
     model.hidden_size = 128  # One knob: decoder, annotation, attention and output sizes.
     model.embed_size = 0  # 0 = derived: hidden_size // 2.

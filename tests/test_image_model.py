@@ -37,18 +37,27 @@ def test_grid_shape_and_errors():
         rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, encoder="cnn").validate()
     with pytest.raises(ValueError, match="encoder=cnn"):
         rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, image_size=64).validate()
+    for bad in (0, 2):
+        with pytest.raises(ValueError, match="cell_kernel must be odd"):
+            rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, encoder="cnn", image_size=64,
+                            cell_kernel=bad).validate()
+    with pytest.raises(ValueError, match="cell_kernel=1"):
+        rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, cell_kernel=3).validate()
 
 
-def test_each_annotation_sees_a_window_centred_on_its_cell():
+@pytest.mark.parametrize("cell_kernel,size,row,col", [(1, SIZE, 2, 1), (3, 64, 3, 4)])
+def test_each_annotation_sees_a_window_centred_on_its_cell(cell_kernel, size, row, col):
     """The pixels a cell's annotation depends on (its gradient's support) are the
-    RECEPTIVE_FIELD x RECEPTIVE_FIELD window centred on the cell's own 8 x 8 pixels."""
-    encoder = image.ImageEncoder(8)
-    pictures = jax.random.normal(jax.random.key(1), (1, SIZE, SIZE, 3))
+    receptive_field(cell_kernel) square centred on the cell's own 8 x 8 pixels: 14 pixels
+    (3 beyond the cell each side) for cell_kernel 1, 30 (11 each side) for 3."""
+    encoder = image.ImageEncoder(8, cell_kernel=cell_kernel)
+    pictures = jax.random.normal(jax.random.key(1), (1, size, size, 3))
     params = encoder.init(jax.random.key(0), pictures)
-    row, col = 2, 1  # of the 4 x 4 grid
-    grad = jax.grad(lambda x: encoder.apply(params, x)[0, row * 4 + col].sum())(pictures)
+    cols = size // image.CELL
+    grad = jax.grad(lambda x: encoder.apply(params, x)[0, row * cols + col].sum())(pictures)
     ys, xs = np.nonzero(np.abs(np.asarray(grad))[0].sum(-1))
-    margin = (image.RECEPTIVE_FIELD - image.CELL) // 2  # 3 pixels each side
+    margin = (image.receptive_field(cell_kernel) - image.CELL) // 2
+    assert margin == {1: 3, 3: 11}[cell_kernel]
     assert (ys.min(), ys.max()) == (row * 8 - margin, row * 8 + 7 + margin)
     assert (xs.min(), xs.max()) == (col * 8 - margin, col * 8 + 7 + margin)
 

@@ -8,7 +8,7 @@ flows are the text model's, unchanged. Here a small CNN for the embedded 64 x 64
     x  = pixels / 127.5 - 1                               [B, H, W, 3]
     x  = relu(conv4x4 stride 2, padding 1), twice         [B, H/4, W/4, D/4 -> D/2]
     x  = relu(conv2x2 stride 2)                           [B, H/8, W/8, D]
-    x  = conv1x1(relu(conv1x1(x, D)), D)                  [B, H/8, W/8, D]   (per cell)
+    x  = conv1x1(relu(convKxK(x, D)), D)                  [B, H/8, W/8, D]   (K = cell_kernel)
     h  = flatten(x) + P                                   [B, S, D], S = (H/8)(W/8)
 
 P is a learned embedding of the S positions (row-major), so a scorer can tell where a cell is
@@ -19,8 +19,11 @@ Each annotation sees RECEPTIVE_FIELD = 14 pixels centred on its 8-pixel cell, no
 kernels with symmetric padding keep every receptive field centred on its cell (3 x 3 kernels of
 stride 2 with 'SAME' padding shift it half a pixel per layer, 3.5 pixels in all, so a cell
 looked at its lower-right neighbour's pixels), and the layers after the grid are per cell (a
-3 x 3 convolution there let a cell see 31 pixels). So looking at an object is the way to see it,
-and the attention that reads an object lies on it (experiments/scenes/README.md).
+3 x 3 'SAME' convolution there let a cell see 31 pixels, off centre). So looking at an object is
+the way to see it, and the attention that reads an object lies on it
+(experiments/scenes/README.md). `cell_kernel` K > 1 (odd) widens the first layer after the grid
+to the K x K cells around each one, still centred: `receptive_field(K)` = 14 + 8 (K - 1) pixels
+(30 for K = 3, a large object whole).
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ GRID_HALVINGS = 3  # Stride-2 convolutions: a cell covers 2**3 = 8 x 8 pixels.
 CELL = 2 ** GRID_HALVINGS
 KERNELS = (4, 4, 2)  # Per stride-2 layer; (k - 2) / 2 padding each side centres the field.
 RECEPTIVE_FIELD = 1 + sum((k - 1) * 2 ** i for i, k in enumerate(KERNELS))  # 14 px
+
+
+def receptive_field(cell_kernel: int = 1) -> int:
+    """Pixels per side an annotation sees, centred on its cell, with a cell_kernel neighbourhood."""
+    return RECEPTIVE_FIELD + CELL * (cell_kernel - 1)
 
 
 def grid_shape(image_size: int) -> tuple[int, int]:
@@ -56,6 +64,7 @@ class ImageEncoder(nn.Module):
 
     features: int  # D: the annotation size the scorers read.
     dtype: Any = None  # Matmul dtype (None: float32).
+    cell_kernel: int = 1  # Odd: the cells (K x K, centred) the first layer after the grid reads.
 
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
@@ -63,13 +72,15 @@ class ImageEncoder(nn.Module):
         widths = [max(d // 4, 1), max(d // 2, 1), d][-GRID_HALVINGS:]
         def conv(width, size, stride, name):
             pad = (size - stride) // 2  # Symmetric: the field stays centred on its cell.
+            # (An odd size at stride 1 pads (size - 1) / 2 each side: centred as well.)
             return nn.Conv(width, (size, size), strides=stride, padding=((pad, pad), (pad, pad)),
                            dtype=self.dtype, name=name)
 
         x = images.astype(jnp.float32) / 127.5 - 1.0  # [B, H, W, 3]
         for i, (width, size) in enumerate(zip(widths, KERNELS)):
             x = nn.relu(conv(width, size, 2, f"down_{i}")(x))  # halves H and W
-        x = nn.relu(conv(d, 1, 1, "cell")(x))  # [B, H', W', D]: per cell from here on
+        # [B, H', W', D]; per cell from here on (cell_kernel 1), or a centred neighbourhood.
+        x = nn.relu(conv(d, self.cell_kernel, 1, "cell")(x))
         x = conv(d, 1, 1, "out")(x).astype(jnp.float32)  # [B, H', W', D]
         b, h, w, _ = x.shape
         positions = self.param("positions", nn.initializers.normal(0.02), (h * w, d))  # [S, D]

@@ -74,6 +74,7 @@ class ModelConfig:
     attention_impl: str = "xla"  # attend_all: attention.IMPLS ("xla" | "chunked" | "pallas").
     encoder: str = "rnn"  # ENCODERS: source tokens through an RNN, or images through a CNN.
     image_size: int = 0  # Pixels per side of the images (encoder 'cnn'); 0 for text.
+    cell_kernel: int = 1  # Encoder 'cnn': cells each annotation's per-cell layer sees (odd).
 
     @property
     def annotation_size(self) -> int:
@@ -114,6 +115,13 @@ class ModelConfig:
                              "--config.model.encoder=cnn.")
         if self.image_size:
             image_lib.grid_shape(self.image_size)
+        if self.cell_kernel < 1 or self.cell_kernel % 2 == 0:
+            raise ValueError(f"model.cell_kernel must be odd and >= 1 (1: each annotation sees "
+                             f"its own cell; 3: its 3 x 3 neighbourhood, centred), got "
+                             f"{self.cell_kernel}.")
+        if self.cell_kernel != 1 and self.encoder != "cnn":
+            raise ValueError("model.cell_kernel is the image encoder's; text runs take "
+                             "--config.model.cell_kernel=1.")
         for field in ("src_vocab_size", "tgt_vocab_size", "embed_size", "encoder_hidden",
                       "encoder_layers", "decoder_hidden", "output_size"):
             if getattr(self, field) <= 0:
@@ -151,7 +159,8 @@ class ModelConfig:
             output_size=derived(model.output_size, h), input_feeding=model.input_feeding,
             max_source_len=image_lib.num_cells(image_size) if image_size > 0 else max_source_len,
             dropout=model.dropout, dtype=model.dtype, attention_impl=model.attention_impl,
-            encoder=model.encoder, image_size=image_size).validate()
+            encoder=model.encoder, image_size=image_size,
+            cell_kernel=model.cell_kernel).validate()
 
 
 def reverse_rows(x: jax.Array, lengths: jax.Array) -> jax.Array:
@@ -215,7 +224,8 @@ class Seq2Seq(nn.Module):
         c = self.config
         dtype = c.compute_dtype
         if c.encoder == "cnn":
-            self.image_encoder = image_lib.ImageEncoder(c.annotation_size, dtype, name="image")
+            self.image_encoder = image_lib.ImageEncoder(c.annotation_size, dtype, c.cell_kernel,
+                                                      name="image")
         else:
             self.src_embed = nn.Embed(c.src_vocab_size, c.embed_size, name="src_embed")
             self.encoder = Encoder(c, name="encoder")
