@@ -61,6 +61,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Encoder 'cnn': the kernel (in cells, odd) of the first layer after the grid: 1 = each
     # annotation sees only its own cell's 14 pixels; 3 = also its 8 neighbours (30 pixels, centred).
     model.cell_kernel = 1
+    # Encoder 'cnn' with cell_kernel > 1: attention scores per-cell keys (each cell's own pixels)
+    # and the context reads the cell_kernel annotations (the object whole).
+    model.local_keys = False
     model.cell = "gru"  # 'gru' | 'lstm' (encoder and decoder).
     model.hidden_size = 128  # One knob: decoder, annotation, attention and output sizes.
     model.embed_size = 0  # 0 = derived: hidden_size // 2.

@@ -13,10 +13,11 @@ from attn_jax.model import loss as loss_lib
 SIZE = 32  # Pixels per side: a 4 x 4 grid keeps the tests fast.
 
 
-def _model(flow="bahdanau", scorer="additive"):
+def _model(flow="bahdanau", scorer="additive", **image):
     config = rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=12, encoder="cnn", image_size=SIZE,
                              flow=flow, scorer=scorer, embed_size=8, encoder_hidden=16,
-                             decoder_hidden=16, attention_size=8, output_size=16).validate()
+                             decoder_hidden=16, attention_size=8, output_size=16,
+                             **image).validate()
     model = rnn.Seq2Seq(config)
     return model, rnn.init_params(model, jax.random.key(0), 1)
 
@@ -43,23 +44,30 @@ def test_grid_shape_and_errors():
                             cell_kernel=bad).validate()
     with pytest.raises(ValueError, match="cell_kernel=1"):
         rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, cell_kernel=3).validate()
+    with pytest.raises(ValueError, match="cell_kernel=3"):
+        rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, encoder="cnn", image_size=64,
+                        local_keys=True).validate()
 
 
-@pytest.mark.parametrize("cell_kernel,size,row,col", [(1, SIZE, 2, 1), (3, 64, 3, 4)])
-def test_each_annotation_sees_a_window_centred_on_its_cell(cell_kernel, size, row, col):
+@pytest.mark.parametrize("cell_kernel,local_keys", [(1, False), (3, False), (3, True)])
+def test_each_annotation_sees_a_window_centred_on_its_cell(cell_kernel, local_keys):
     """The pixels a cell's annotation depends on (its gradient's support) are the
     receptive_field(cell_kernel) square centred on the cell's own 8 x 8 pixels: 14 pixels
-    (3 beyond the cell each side) for cell_kernel 1, 30 (11 each side) for 3."""
-    encoder = image.ImageEncoder(8, cell_kernel=cell_kernel)
+    (3 beyond the cell each side) for cell_kernel 1, 30 (11 each side) for 3; with local_keys the
+    keys keep the 14 pixels while the values see the 30."""
+    size, row, col = 64, 3, 4
+    encoder = image.ImageEncoder(8, cell_kernel=cell_kernel, local_keys=local_keys)
     pictures = jax.random.normal(jax.random.key(1), (1, size, size, 3))
     params = encoder.init(jax.random.key(0), pictures)
     cols = size // image.CELL
-    grad = jax.grad(lambda x: encoder.apply(params, x)[0, row * cols + col].sum())(pictures)
-    ys, xs = np.nonzero(np.abs(np.asarray(grad))[0].sum(-1))
-    margin = (image.receptive_field(cell_kernel) - image.CELL) // 2
-    assert margin == {1: 3, 3: 11}[cell_kernel]
-    assert (ys.min(), ys.max()) == (row * 8 - margin, row * 8 + 7 + margin)
-    assert (xs.min(), xs.max()) == (col * 8 - margin, col * 8 + 7 + margin)
+    for which, kernel in ((0, 1 if local_keys else cell_kernel), (1, cell_kernel)):
+        grad = jax.grad(
+            lambda x: encoder.apply(params, x)[which][0, row * cols + col].sum())(pictures)
+        ys, xs = np.nonzero(np.abs(np.asarray(grad))[0].sum(-1))
+        margin = (image.receptive_field(kernel) - image.CELL) // 2
+        assert margin == {1: 3, 3: 11}[kernel]
+        assert (ys.min(), ys.max()) == (row * 8 - margin, row * 8 + 7 + margin)
+        assert (xs.min(), xs.max()) == (col * 8 - margin, col * 8 + 7 + margin)
 
 
 def test_encode_gives_one_real_annotation_per_cell():
@@ -70,10 +78,11 @@ def test_encode_gives_one_real_annotation_per_cell():
     assert "src_embed" not in params and "image" in params  # no token path at all
 
 
-@pytest.mark.parametrize("flow,scorer", [("bahdanau", "additive"), ("luong", "general"),
-                                         ("bahdanau", "location")])
-def test_teacher_forced_equals_step_by_step(flow, scorer):
-    model, params = _model(flow, scorer)
+@pytest.mark.parametrize("flow,scorer,encoder", [
+    ("bahdanau", "additive", {}), ("luong", "general", {}), ("bahdanau", "location", {}),
+    ("luong", "multihead", {"cell_kernel": 3, "local_keys": True})])
+def test_teacher_forced_equals_step_by_step(flow, scorer, encoder):
+    model, params = _model(flow, scorer, **encoder)
     images, tgt_in, _ = _batch()
     logits, aux = model.apply({"params": params}, images, tgt_in)
     ref_logits, ref_attention = rnn.step_by_step(model, params, images, tgt_in)

@@ -34,7 +34,7 @@ ARCHS: dict[str, Arch] = {
     "rnn": Arch(rnn.ModelConfig, rnn.Seq2Seq, rnn.init_params,
                 only=("flow", "cell", "embed_size", "encoder_hidden", "decoder_hidden",
                       "attention_size", "output_size", "encoder_layers", "bidirectional",
-                      "input_feeding", "encoder", "cell_kernel")),
+                      "input_feeding", "encoder", "cell_kernel", "local_keys")),
     "transformer": Arch(transformer.TransformerConfig, transformer.Transformer,
                         transformer.init_params,
                         only=("layers", "d_model", "d_ff", "norm", "tie_embeddings"),

@@ -23,7 +23,9 @@ looked at its lower-right neighbour's pixels), and the layers after the grid are
 the way to see it, and the attention that reads an object lies on it
 (experiments/scenes/README.md). `cell_kernel` K > 1 (odd) widens the first layer after the grid
 to the K x K cells around each one, still centred: `receptive_field(K)` = 14 + 8 (K - 1) pixels
-(30 for K = 3, a large object whole).
+(30 for K = 3, a large object whole). With `local_keys` the attention scores the per-cell
+annotations (14 pixels) while the context reads the K x K ones: a word must look at its object's
+cells to be scored there, and what it reads there sees the object whole.
 """
 
 from __future__ import annotations
@@ -65,9 +67,13 @@ class ImageEncoder(nn.Module):
     features: int  # D: the annotation size the scorers read.
     dtype: Any = None  # Matmul dtype (None: float32).
     cell_kernel: int = 1  # Odd: the cells (K x K, centred) the first layer after the grid reads.
+    # True: the keys (what attention scores) come from per-cell layers (each cell's 14 pixels)
+    # and only the values (what the context reads) from the cell_kernel neighbourhood.
+    local_keys: bool = False
 
     @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """-> (keys, values) annotations, each [B, S, D]: the same array unless local_keys."""
         d = self.features
         widths = [max(d // 4, 1), max(d // 2, 1), d][-GRID_HALVINGS:]
         def conv(width, size, stride, name):
@@ -79,9 +85,15 @@ class ImageEncoder(nn.Module):
         x = images.astype(jnp.float32) / 127.5 - 1.0  # [B, H, W, 3]
         for i, (width, size) in enumerate(zip(widths, KERNELS)):
             x = nn.relu(conv(width, size, 2, f"down_{i}")(x))  # halves H and W
-        # [B, H', W', D]; per cell from here on (cell_kernel 1), or a centred neighbourhood.
-        x = nn.relu(conv(d, self.cell_kernel, 1, "cell")(x))
-        x = conv(d, 1, 1, "out")(x).astype(jnp.float32)  # [B, H', W', D]
         b, h, w, _ = x.shape
         positions = self.param("positions", nn.initializers.normal(0.02), (h * w, d))  # [S, D]
-        return x.reshape(b, h * w, d) + positions  # [B, S, D]
+
+        def head(kernel, prefix):  # [B, H', W', D] -> [B, S, D]; per cell after the first layer
+            y = nn.relu(conv(d, kernel, 1, f"{prefix}cell")(x))
+            y = conv(d, 1, 1, f"{prefix}out")(y).astype(jnp.float32)
+            return y.reshape(b, h * w, d) + positions
+
+        if not self.local_keys:
+            annotations = head(self.cell_kernel, "")
+            return annotations, annotations
+        return head(1, ""), head(self.cell_kernel, "wide_")

@@ -75,6 +75,7 @@ class ModelConfig:
     encoder: str = "rnn"  # ENCODERS: source tokens through an RNN, or images through a CNN.
     image_size: int = 0  # Pixels per side of the images (encoder 'cnn'); 0 for text.
     cell_kernel: int = 1  # Encoder 'cnn': cells each annotation's per-cell layer sees (odd).
+    local_keys: bool = False  # Encoder 'cnn': score per-cell keys, read cell_kernel values.
 
     @property
     def annotation_size(self) -> int:
@@ -119,9 +120,14 @@ class ModelConfig:
             raise ValueError(f"model.cell_kernel must be odd and >= 1 (1: each annotation sees "
                              f"its own cell; 3: its 3 x 3 neighbourhood, centred), got "
                              f"{self.cell_kernel}.")
-        if self.cell_kernel != 1 and self.encoder != "cnn":
-            raise ValueError("model.cell_kernel is the image encoder's; text runs take "
-                             "--config.model.cell_kernel=1.")
+        if (self.cell_kernel != 1 or self.local_keys) and self.encoder != "cnn":
+            raise ValueError("model.cell_kernel and model.local_keys are the image encoder's; "
+                             "text runs take --config.model.cell_kernel=1 "
+                             "--config.model.local_keys=False.")
+        if self.local_keys and self.cell_kernel == 1:
+            raise ValueError("model.local_keys reads values from a wider neighbourhood than the "
+                             "keys: set --config.model.cell_kernel=3 (or more), or "
+                             "--config.model.local_keys=False.")
         for field in ("src_vocab_size", "tgt_vocab_size", "embed_size", "encoder_hidden",
                       "encoder_layers", "decoder_hidden", "output_size"):
             if getattr(self, field) <= 0:
@@ -160,7 +166,7 @@ class ModelConfig:
             max_source_len=image_lib.num_cells(image_size) if image_size > 0 else max_source_len,
             dropout=model.dropout, dtype=model.dtype, attention_impl=model.attention_impl,
             encoder=model.encoder, image_size=image_size,
-            cell_kernel=model.cell_kernel).validate()
+            cell_kernel=model.cell_kernel, local_keys=model.local_keys).validate()
 
 
 def reverse_rows(x: jax.Array, lengths: jax.Array) -> jax.Array:
@@ -225,7 +231,7 @@ class Seq2Seq(nn.Module):
         dtype = c.compute_dtype
         if c.encoder == "cnn":
             self.image_encoder = image_lib.ImageEncoder(c.annotation_size, dtype, c.cell_kernel,
-                                                      name="image")
+                                                      c.local_keys, name="image")
         else:
             self.src_embed = nn.Embed(c.src_vocab_size, c.embed_size, name="src_embed")
             self.encoder = Encoder(c, name="encoder")
@@ -259,7 +265,7 @@ class Seq2Seq(nn.Module):
         extent: loop bounds (`Seq2Seq.loss`); compact: projections over real rows only."""
         c = self.config
         if c.encoder == "cnn":  # Every grid cell is real; s_0 from the mean annotation.
-            annotations = self.image_encoder(src)  # [B, S, Da]
+            keys, annotations = self.image_encoder(src)  # [B, S, Da] each
             mask = jnp.ones(annotations.shape[:2], bool)  # [B, S]
             final, plan = annotations.mean(1), None  # [B, Da]
         else:
@@ -267,8 +273,11 @@ class Seq2Seq(nn.Module):
             steps, bound = (None, None) if extent is None else (extent["src"], extent["src_rows"])
             x = self.dropout(self.src_embed(src), deterministic=deterministic)  # [B, S, E]
             annotations, final = self.encoder(x, mask, deterministic, steps, compact, bound)
+            keys = annotations
             plan = rows_lib.plan(mask.reshape(-1), rows_lib.CHUNK, bound) if compact else None
         memory = self.attention.prepare(annotations, mask, plan)
+        if c.local_keys:  # Images: scored on per-cell `keys`, the context reads the annotations.
+            memory = memory.replace(keys=self.attention.prepare(keys, mask, plan).keys)
         s0 = jnp.tanh(self.bridge(final))  # [B, Hd]
         carry = {"rnn": initial_carry(c.cell, s0)}
         if self._feeds_input():

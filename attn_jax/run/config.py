@@ -61,7 +61,7 @@ ABSENT_MEANS_DEFAULT = (
     "model.arch", "model.layers", "model.d_model", "model.d_ff", "model.norm",
     "model.tie_embeddings",  # The Transformer's fields: runs before it were RNNs.
     "model.encoder", "train.attention_penalty",  # Images: runs before them read text.
-    "model.cell_kernel",  # The image encoder's neighbourhood: runs before it saw one cell.
+    "model.cell_kernel", "model.local_keys",  # Image encoder: runs before them saw one cell.
     "train.align_loss_weight", "train.align_gold",  # Supervised attention: runs before it had none.
     "train.align_possible_weight",
     "eval.attribution_methods", "eval.ig_steps",  # Attribution alignments at evaluation.
