@@ -322,3 +322,25 @@ def test_registry_names_image_datasets():
         sources.dataset("nope")
     pair = sources.Pair("scene", "a small red circle", image=np.zeros((2, 2, 3), np.uint8))
     assert pair == dataclasses.replace(pair, image=None) and hash(pair)
+
+
+def test_error_kinds_of_experiments_scenes_errors():
+    """experiments/scenes/errors.py sorts a wrong caption into the first kind that fits."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "experiments", "scenes", "errors.py")
+    spec = importlib.util.spec_from_file_location("scenes_errors", path)
+    errors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(errors)
+    ref = "a large blue square and two small red triangles"
+    cases = {
+        ref: "ok",
+        "a large blue circle and two small red triangles": "shape",
+        "a large blue square and two small green triangles": "colour",
+        "a small blue square and two small red triangles": "size",
+        "a large blue square , a small red triangle and a small red triangle": "count",
+        "a large blue square and three small red triangles": "count",
+        "two small red triangles and a large blue square": "order",
+        "a large blue square": "other",
+        "a large red circle and two small red triangles": "other",  # colour and shape at once
+    }
+    assert {hyp: errors.kind(hyp, ref) for hyp in cases} == cases
