@@ -61,8 +61,8 @@ def test_each_annotation_sees_a_window_centred_on_its_cell(cell_kernel, local_ke
     params = encoder.init(jax.random.key(0), pictures)
     cols = size // image.CELL
     for which, kernel in ((0, 1 if local_keys else cell_kernel), (1, cell_kernel)):
-        grad = jax.grad(
-            lambda x: encoder.apply(params, x)[which][0, row * cols + col].sum())(pictures)
+        grad = jax.grad(lambda x, which=which: encoder.apply(params, x)[which][
+            0, row * cols + col].sum())(pictures)
         ys, xs = np.nonzero(np.abs(np.asarray(grad))[0].sum(-1))
         margin = (image.receptive_field(kernel) - image.CELL) // 2
         assert margin == {1: 3, 3: 11}[kernel]
