@@ -10,7 +10,8 @@ decodes) and sorts each wrong caption into the first kind that fits:
   colour      the same except colour words
   size        the same except size words (small/large)
   count       the same except count words and plurals ("a X and a X" for "two Xs" included:
-              the words left when counts and plural endings are dropped agree as a multiset)
+              the same set of object words once counts, plural endings, "and" and commas
+              are dropped)
   order       the same words in another order
   other       anything else (missing or extra objects, several kinds of error at once)
 
@@ -51,10 +52,10 @@ def kind(hyp: str, ref: str) -> str:
             if all(a in words and b in words for a, b in differ):
                 return name
     drop = set(scenes.COUNT_WORDS) | {"and", ","}
-    objects = lambda ws: collections.Counter(_singular(w) for w in ws if w not in drop)  # noqa: E731
+    objects = lambda ws: {_singular(w) for w in ws if w not in drop}  # noqa: E731
     if sorted(h) == sorted(r):
         return "order"
-    if set(objects(h)) == set(objects(r)):
+    if objects(h) == objects(r):
         return "count"
     return "other"
 
