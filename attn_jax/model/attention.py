@@ -148,7 +148,11 @@ class Scorer(nn.Module):
                 rows: rows_lib.Rows | None = None) -> Memory:
         """annotations [B, S, Dk], mask [B, S]; rows: the real (b, s) rows (projections skip the
         others, whose keys are then zero and masked anyway)."""
-        return Memory(keys=annotations, values=annotations[:, :, None, :], mask=mask)
+        return Memory(keys=annotations, values=self.values(annotations, rows), mask=mask)
+
+    def values(self, annotations: jax.Array, rows: rows_lib.Rows | None = None) -> jax.Array:
+        """What the context averages, per head: [B, S, heads, d] (the annotations themselves)."""
+        return annotations[:, :, None, :]
 
     def query_projection(self) -> Linear | None:
         """The per-step map s -> q, or None when q = s."""
@@ -213,7 +217,7 @@ class Additive(Scorer):
 
     def prepare(self, annotations, mask, rows=None):
         return Memory(keys=rows_lib.dense(self.u, annotations, rows),
-                      values=annotations[:, :, None, :], mask=mask)  # keys [B, S, A]
+                      values=self.values(annotations, rows), mask=mask)  # keys [B, S, A]
 
     def query_projection(self):
         return self.w
@@ -290,7 +294,7 @@ class General(DotProduct):
 
     def prepare(self, annotations, mask, rows=None):
         return Memory(keys=rows_lib.dense(self.w, annotations, rows),
-                      values=annotations[:, :, None, :], mask=mask)  # keys [B, S, Dq]
+                      values=self.values(annotations, rows), mask=mask)  # keys [B, S, Dq]
 
     score_fn = staticmethod(Dot.score_fn)
 
@@ -358,8 +362,11 @@ class MultiHead(DotProduct):
 
     def prepare(self, annotations, mask, rows=None):
         return Memory(keys=self._split(rows_lib.dense(self.k, annotations, rows)),
-                      values=self._split(rows_lib.dense(self.v, annotations, rows)),
+                      values=self.values(annotations, rows),
                       mask=mask)  # keys, values [B, S, H, Dh]
+
+    def values(self, annotations, rows=None):
+        return self._split(rows_lib.dense(self.v, annotations, rows))
 
     def query_projection(self):
         return self.q

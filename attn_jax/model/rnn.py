@@ -275,9 +275,9 @@ class Seq2Seq(nn.Module):
             annotations, final = self.encoder(x, mask, deterministic, steps, compact, bound)
             keys = annotations
             plan = rows_lib.plan(mask.reshape(-1), rows_lib.CHUNK, bound) if compact else None
-        memory = self.attention.prepare(annotations, mask, plan)
+        memory = self.attention.prepare(keys, mask, plan)
         if c.local_keys:  # Images: scored on per-cell `keys`, the context reads the annotations.
-            memory = memory.replace(keys=self.attention.prepare(keys, mask, plan).keys)
+            memory = memory.replace(values=self.attention.values(annotations, plan))
         s0 = jnp.tanh(self.bridge(final))  # [B, Hd]
         carry = {"rnn": initial_carry(c.cell, s0)}
         if self._feeds_input():
