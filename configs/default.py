@@ -64,6 +64,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Encoder 'cnn' with cell_kernel > 1: attention scores per-cell keys (each cell's own pixels)
     # and the context reads the cell_kernel annotations (the object whole).
     model.local_keys = False
+    # Encoder 'cnn': Transformer encoder layers (self-attention over the cells, model.num_heads
+    # heads) after the per-cell layers, so each annotation sees the whole picture (counts need it);
+    # with local_keys only the values get them. 0 = none.
+    model.grid_layers = 0
+    # Encoder 'cnn': LayerNorm over channels after each stride-2 convolution (before its relu).
+    model.image_norm = False
     model.cell = "gru"  # 'gru' | 'lstm' (encoder and decoder).
     model.hidden_size = 128  # One knob: decoder, annotation, attention and output sizes.
     model.embed_size = 0  # 0 = derived: hidden_size // 2.
@@ -75,7 +81,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Bidirectional encoder (annotations [forward; backward]). Off by default, as in the sweeps
     # and earlier runs (experiments/default_run/README.md, "Encoder direction", compares both).
     model.bidirectional = False
-    model.num_heads = 4  # Multihead scorer: number of heads.
+    model.num_heads = 4  # Heads of the multihead scorer (and of encoder 'cnn's grid_layers).
     model.input_feeding = True  # Luong flow: feed h~_{t-1} into the decoder RNN.
     model.dropout = 0.0  # Dropout on embeddings and before the output layer.
     model.dtype = "float32"  # Matmul dtype: 'float32' | 'bfloat16' (parameters, softmax, loss stay f32).

@@ -47,16 +47,25 @@ def test_grid_shape_and_errors():
     with pytest.raises(ValueError, match="cell_kernel=3"):
         rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, encoder="cnn", image_size=64,
                         local_keys=True).validate()
+    for field in ("grid_layers", "image_norm"):
+        with pytest.raises(ValueError, match="grid_layers=0 --config.model.image_norm=False"):
+            rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, **{field: 1}).validate()
+    with pytest.raises(ValueError, match="num_heads"):
+        rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, encoder="cnn", image_size=64,
+                        encoder_hidden=30, grid_layers=1).validate()
+    rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, encoder="cnn", image_size=64,
+                    local_keys=True, grid_layers=1).validate()  # values see more: accepted
 
 
-@pytest.mark.parametrize("cell_kernel,local_keys", [(1, False), (3, False), (3, True)])
-def test_each_annotation_sees_a_window_centred_on_its_cell(cell_kernel, local_keys):
+@pytest.mark.parametrize("cell_kernel,local_keys,norm",
+                         [(1, False, False), (3, False, False), (3, True, False), (1, False, True)])
+def test_each_annotation_sees_a_window_centred_on_its_cell(cell_kernel, local_keys, norm):
     """The pixels a cell's annotation depends on (its gradient's support) are the
     receptive_field(cell_kernel) square centred on the cell's own 8 x 8 pixels: 14 pixels
     (3 beyond the cell each side) for cell_kernel 1, 30 (11 each side) for 3; with local_keys the
-    keys keep the 14 pixels while the values see the 30."""
+    keys keep the 14 pixels while the values see the 30; a LayerNorm per pixel changes none."""
     size, row, col = 64, 3, 4
-    encoder = image.ImageEncoder(8, cell_kernel=cell_kernel, local_keys=local_keys)
+    encoder = image.ImageEncoder(8, cell_kernel=cell_kernel, local_keys=local_keys, norm=norm)
     pictures = jax.random.normal(jax.random.key(1), (1, size, size, 3))
     params = encoder.init(jax.random.key(0), pictures)
     cols = size // image.CELL
@@ -70,6 +79,27 @@ def test_each_annotation_sees_a_window_centred_on_its_cell(cell_kernel, local_ke
         assert (xs.min(), xs.max()) == (col * 8 - margin, col * 8 + 7 + margin)
 
 
+@pytest.mark.parametrize("local_keys", [False, True])
+def test_grid_layers_let_every_annotation_see_the_whole_picture(local_keys):
+    """With grid_layers a cell's value depends on every pixel (self-attention over all cells);
+    with local_keys its key still sees only its 14 pixels."""
+    size, row, col = 32, 1, 2
+    encoder = image.ImageEncoder(8, local_keys=local_keys, grid_layers=1, num_heads=2)
+    pictures = jax.random.uniform(jax.random.key(1), (1, size, size, 3)) * 255.0
+    params = encoder.init(jax.random.key(0), pictures)
+    assert "grid_0" in params["params"] and "grid_norm" in params["params"]
+    probe = jax.random.normal(jax.random.key(2), (8,))  # (a LayerNorm output's sum is constant)
+    spans = []
+    for which in (0, 1):
+        grad = jax.grad(lambda x, which=which: encoder.apply(params, x)[which][
+            0, row * (size // image.CELL) + col] @ probe)(pictures)
+        ys, xs = np.nonzero(np.abs(np.asarray(grad))[0].sum(-1))
+        spans.append((ys.min(), ys.max(), xs.min(), xs.max()))
+    assert spans[1] == (0, size - 1, 0, size - 1)  # the value: the whole picture
+    window = (row * 8 - 3, row * 8 + 10, col * 8 - 3, col * 8 + 10)  # the cell's 14 pixels
+    assert spans[0] == (window if local_keys else spans[1])  # the key
+
+
 def test_encode_gives_one_real_annotation_per_cell():
     model, params = _model()
     images, _, _ = _batch()
@@ -80,7 +110,8 @@ def test_encode_gives_one_real_annotation_per_cell():
 
 @pytest.mark.parametrize("flow,scorer,encoder", [
     ("bahdanau", "additive", {}), ("luong", "general", {}), ("bahdanau", "location", {}),
-    ("luong", "multihead", {"cell_kernel": 3, "local_keys": True})])
+    ("luong", "multihead", {"cell_kernel": 3, "local_keys": True}),
+    ("bahdanau", "additive", {"grid_layers": 1, "local_keys": True, "image_norm": True})])
 def test_teacher_forced_equals_step_by_step(flow, scorer, encoder):
     model, params = _model(flow, scorer, **encoder)
     images, tgt_in, _ = _batch()

@@ -6,11 +6,13 @@ flows are the text model's, unchanged. Here a small CNN for the embedded 64 x 64
 (attn_jax/data/scenes.py):
 
     x  = pixels / 127.5 - 1                               [B, H, W, 3]
-    x  = relu(conv4x4 stride 2, padding 1), twice         [B, H/4, W/4, D/4 -> D/2]
-    x  = relu(conv2x2 stride 2)                           [B, H/8, W/8, D]
+    x  = relu(N(conv4x4 stride 2, padding 1)), twice      [B, H/4, W/4, D/4 -> D/2]
+    x  = relu(N(conv2x2 stride 2))                        [B, H/8, W/8, D]
     x  = conv1x1(relu(convKxK(x, D)), D)                  [B, H/8, W/8, D]   (K = cell_kernel)
     h  = flatten(x) + P                                   [B, S, D], S = (H/8)(W/8)
 
+N is the identity, or with `norm` a LayerNorm over each pixel's channels (per picture and
+position: nothing shared across a batch, so a caption never depends on its batch-mates).
 P is a learned embedding of the S positions (row-major), so a scorer can tell where a cell is
 (the captions say "to the left of"). Every cell is real: the source mask is all ones. The
 decoder's initial state is the bridge of the mean annotation (Xu et al.'s `init` MLP of the mean).
@@ -35,6 +37,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from attn_jax.model import transformer
 
 GRID_HALVINGS = 3  # Stride-2 convolutions: a cell covers 2**3 = 8 x 8 pixels.
 CELL = 2 ** GRID_HALVINGS
@@ -70,6 +74,22 @@ class ImageEncoder(nn.Module):
     # True: the keys (what attention scores) come from per-cell layers (each cell's 14 pixels)
     # and only the values (what the context reads) from the cell_kernel neighbourhood.
     local_keys: bool = False
+    grid_layers: int = 0  # Self-attention layers over the cells (0: none).
+    num_heads: int = 4  # Heads of those layers (divides features).
+    norm: bool = False  # LayerNorm over channels after each stride-2 convolution (before relu).
+
+    def _context(self, x: jax.Array) -> jax.Array:
+        """[B, S, D] -> [B, S, D] through grid_layers encoder layers (no mask: every cell real)."""
+        if not self.grid_layers:
+            return x
+        d = self.features
+        config = transformer.TransformerConfig(
+            src_vocab_size=1, tgt_vocab_size=1, layers=self.grid_layers, num_heads=self.num_heads,
+            d_model=d, d_ff=2 * d, dtype="bfloat16" if self.dtype == jnp.bfloat16 else "float32")
+        mask = jnp.ones((x.shape[0], 1, x.shape[1]), bool)  # [B, 1, S]: every cell, every query
+        for i in range(self.grid_layers):
+            x = transformer.EncoderLayer(config, name=f"grid_{i}")(x, mask)
+        return nn.LayerNorm(name="grid_norm")(x)
 
     @nn.compact
     def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -84,7 +104,10 @@ class ImageEncoder(nn.Module):
 
         x = images.astype(jnp.float32) / 127.5 - 1.0  # [B, H, W, 3]
         for i, (width, size) in enumerate(zip(widths, KERNELS)):
-            x = nn.relu(conv(width, size, 2, f"down_{i}")(x))  # halves H and W
+            x = conv(width, size, 2, f"down_{i}")(x)  # halves H and W
+            if self.norm:  # per pixel over channels: no statistics shared across a batch
+                x = nn.LayerNorm(name=f"down_{i}_norm")(x.astype(jnp.float32))
+            x = nn.relu(x)
         b, h, w, _ = x.shape
         positions = self.param("positions", nn.initializers.normal(0.02), (h * w, d))  # [S, D]
 
@@ -94,6 +117,6 @@ class ImageEncoder(nn.Module):
             return y.reshape(b, h * w, d) + positions
 
         if not self.local_keys:
-            annotations = head(self.cell_kernel, "")
+            annotations = self._context(head(self.cell_kernel, ""))
             return annotations, annotations
-        return head(1, ""), head(self.cell_kernel, "wide_")
+        return head(1, ""), self._context(head(self.cell_kernel, "wide_"))

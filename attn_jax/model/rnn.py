@@ -76,6 +76,8 @@ class ModelConfig:
     image_size: int = 0  # Pixels per side of the images (encoder 'cnn'); 0 for text.
     cell_kernel: int = 1  # Encoder 'cnn': cells each annotation's per-cell layer sees (odd).
     local_keys: bool = False  # Encoder 'cnn': score per-cell keys, read cell_kernel values.
+    grid_layers: int = 0  # Encoder 'cnn': self-attention layers over the cells (num_heads heads).
+    image_norm: bool = False  # Encoder 'cnn': LayerNorm after each stride-2 convolution.
 
     @property
     def annotation_size(self) -> int:
@@ -120,14 +122,23 @@ class ModelConfig:
             raise ValueError(f"model.cell_kernel must be odd and >= 1 (1: each annotation sees "
                              f"its own cell; 3: its 3 x 3 neighbourhood, centred), got "
                              f"{self.cell_kernel}.")
-        if (self.cell_kernel != 1 or self.local_keys) and self.encoder != "cnn":
-            raise ValueError("model.cell_kernel and model.local_keys are the image encoder's; "
-                             "text runs take --config.model.cell_kernel=1 "
+        if self.grid_layers < 0:
+            raise ValueError(f"model.grid_layers must be >= 0, got {self.grid_layers}.")
+        if ((self.cell_kernel != 1 or self.local_keys or self.grid_layers or self.image_norm)
+                and self.encoder != "cnn"):
+            raise ValueError("model.cell_kernel, local_keys, grid_layers and image_norm are the "
+                             "image encoder's; text runs take --config.model.cell_kernel=1 "
+                             "--config.model.local_keys=False --config.model.grid_layers=0 "
+                             "--config.model.image_norm=False.")
+        if self.local_keys and self.cell_kernel == 1 and not self.grid_layers:
+            raise ValueError("model.local_keys reads values that see more than the keys: set "
+                             "--config.model.cell_kernel=3 (or more) or "
+                             "--config.model.grid_layers=1 (or more), or "
                              "--config.model.local_keys=False.")
-        if self.local_keys and self.cell_kernel == 1:
-            raise ValueError("model.local_keys reads values from a wider neighbourhood than the "
-                             "keys: set --config.model.cell_kernel=3 (or more), or "
-                             "--config.model.local_keys=False.")
+        if self.grid_layers and self.annotation_size % self.num_heads:
+            raise ValueError(f"model.num_heads={self.num_heads} must divide the annotation size "
+                             f"{self.annotation_size} (the grid layers' width): change "
+                             "--config.model.num_heads or --config.model.hidden_size.")
         for field in ("src_vocab_size", "tgt_vocab_size", "embed_size", "encoder_hidden",
                       "encoder_layers", "decoder_hidden", "output_size"):
             if getattr(self, field) <= 0:
@@ -166,7 +177,8 @@ class ModelConfig:
             max_source_len=image_lib.num_cells(image_size) if image_size > 0 else max_source_len,
             dropout=model.dropout, dtype=model.dtype, attention_impl=model.attention_impl,
             encoder=model.encoder, image_size=image_size,
-            cell_kernel=model.cell_kernel, local_keys=model.local_keys).validate()
+            cell_kernel=model.cell_kernel, local_keys=model.local_keys,
+            grid_layers=model.grid_layers, image_norm=model.image_norm).validate()
 
 
 def reverse_rows(x: jax.Array, lengths: jax.Array) -> jax.Array:
@@ -230,8 +242,9 @@ class Seq2Seq(nn.Module):
         c = self.config
         dtype = c.compute_dtype
         if c.encoder == "cnn":
-            self.image_encoder = image_lib.ImageEncoder(c.annotation_size, dtype, c.cell_kernel,
-                                                      c.local_keys, name="image")
+            self.image_encoder = image_lib.ImageEncoder(
+                c.annotation_size, dtype, c.cell_kernel, c.local_keys, c.grid_layers,
+                c.num_heads, c.image_norm, name="image")
         else:
             self.src_embed = nn.Embed(c.src_vocab_size, c.embed_size, name="src_embed")
             self.encoder = Encoder(c, name="encoder")
