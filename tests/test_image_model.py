@@ -2,6 +2,7 @@
 mask, teacher-forced outputs equal to step-by-step decoding in both flows, and Xu et al.'s
 doubly stochastic penalty in the fused loss (value and gradient) against plain autodiff."""
 
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -98,6 +99,24 @@ def test_grid_layers_let_every_annotation_see_the_whole_picture(local_keys):
     assert spans[1] == (0, size - 1, 0, size - 1)  # the value: the whole picture
     window = (row * 8 - 3, row * 8 + 10, col * 8 - 3, col * 8 + 10)  # the cell's 14 pixels
     assert spans[0] == (window if local_keys else spans[1])  # the key
+
+
+@pytest.mark.parametrize("size,stride,pad", [(4, 2, 1), (2, 2, 0), (3, 1, 1)])
+def test_patch_conv_is_nn_conv(size, stride, pad):
+    """PatchConv (the first layer, one matmul over patches) has nn.Conv's parameters, initial
+    values, output and kernel gradient."""
+    x = jax.random.normal(jax.random.key(1), (2, 12, 12, 3))
+    ours = image.PatchConv(5, size, stride, pad)
+    conv = flax.linen.Conv(5, (size, size), strides=stride, padding=((pad, pad), (pad, pad)))
+    params = ours.init(jax.random.key(0), x)
+    want = conv.init(jax.random.key(0), x)
+    assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, want)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(ours.apply(params, x), conv.apply(params, x), atol=1e-5)
+    loss = lambda module: lambda p: (module.apply(p, x) ** 2).sum()  # noqa: E731
+    np.testing.assert_allclose(jax.grad(loss(ours))(params)["params"]["kernel"],
+                               jax.grad(loss(conv))(params)["params"]["kernel"], rtol=1e-4)
 
 
 def test_encode_gives_one_real_annotation_per_cell():
