@@ -79,7 +79,8 @@ def patches(x: jax.Array, size: int, stride: int, pad: int) -> jax.Array:
 class PatchConv(nn.Module):
     """nn.Conv's function and parameters (kernel [size, size, C, features], bias), computed as
     one matmul over `patches`. For the first layer, whose input (the pixels) needs no gradient:
-    XLA's CPU convolution computes the kernel's gradient about 2x slower than this matmul's."""
+    there the kernel's gradient is one matmul too, where XLA's CPU backend computes a
+    convolution's kernel gradient with a slower backward convolution."""
 
     features: int
     size: int
