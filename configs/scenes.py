@@ -14,9 +14,10 @@ positions (attn_jax/model/image.py).
 Evaluation adds CIDEr-D and grounding: the pointing game (the argmax cell of a word's attention on
 its object) and the attention mass inside the object's box, also by the number of objects.
 
-Runs in about 10 minutes on 2 CPU cores. The issue's targets (test exact match >= 90%, pointing
->= 0.90) are not reached yet; what it measures (exact match, pointing and CIDEr by number of
-objects, the uniform baseline, wall time) and why: experiments/scenes/README.md. Smoke run
+Runs in 10-12 minutes on 2 CPU cores (this shared machine's speed varies by the hour). The
+issue's targets (test exact match >= 90%, pointing >= 0.90) are not reached yet; what it
+measures (exact match, pointing and CIDEr by number of objects, the uniform baseline, wall time)
+and why: experiments/scenes/README.md. Smoke run
 (seconds): --config=configs/scenes.py:tiny.
 """
 
@@ -49,7 +50,7 @@ def get_config(arg: str | None = None):
     model.encoder = "cnn"  # Annotations from the picture: an 8 x 8 grid (attn_jax/model/image.py).
 
     train = config.train
-    train.num_epochs = 8.0  # 5,008 steps of 32 pictures: the run fits 10 minutes on 2 cores.
+    train.num_epochs = 8.0  # 5,008 steps of 32 pictures: about 10 minutes on 2 cores.
 
     if arg == "tiny":
         data.train_size, data.valid_size, data.test_size = 64, 12, 12

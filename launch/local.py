@@ -54,8 +54,11 @@ from launch import sweep
 RESULTS_FILE = "results.json"
 STATUS_FILE = "status.json"
 LOG_FILE = "log.txt"
-# After SIGINT/SIGTERM, running trials get this long to exit before they are killed.
-STOP_GRACE_SECONDS = 30.0
+# After SIGINT/SIGTERM, running trials get this long to exit before they are killed. A trial
+# checkpoints at its next step, after any evaluation in progress: with 3 vmapped Transformer
+# seeds on a shared core that took over 30 s, and the two killed trials lost the steps since
+# their last checkpoint.
+STOP_GRACE_SECONDS = 600.0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
