@@ -105,7 +105,8 @@ class ImageEncoder(nn.Module):
     dtype: Any = None  # Matmul dtype (None: float32).
     cell_kernel: int = 1  # Odd: the cells (K x K, centred) the first layer after the grid reads.
     # True: the keys (what attention scores) come from per-cell layers (each cell's 14 pixels)
-    # and only the values (what the context reads) from the cell_kernel neighbourhood.
+    # and only the values (what the context reads) from the cell_kernel neighbourhood and the
+    # grid layers.
     local_keys: bool = False
     grid_layers: int = 0  # Self-attention layers over the cells (0: none).
     num_heads: int = 4  # Heads of those layers (divides features).
@@ -129,18 +130,17 @@ class ImageEncoder(nn.Module):
         """-> (keys, values) annotations, each [B, S, D]: the same array unless local_keys."""
         d = self.features
         widths = [max(d // 4, 1), max(d // 2, 1), d][-GRID_HALVINGS:]
-        def conv(width, size, stride, name):
+        def conv(width, size, stride, name, on_pixels=False):
             pad = (size - stride) // 2  # Symmetric: the field stays centred on its cell.
             # (An odd size at stride 1 pads (size - 1) / 2 each side: centred as well.)
+            if on_pixels:  # no gradient to the input: one matmul over patches, same parameters
+                return PatchConv(width, size, stride, pad, self.dtype, name=name)
             return nn.Conv(width, (size, size), strides=stride, padding=((pad, pad), (pad, pad)),
                            dtype=self.dtype, name=name)
 
         x = images.astype(jnp.float32) / 127.5 - 1.0  # [B, H, W, 3]
         for i, (width, size) in enumerate(zip(widths, KERNELS)):
-            if i == 0:  # the pixels: as a matmul over patches (PatchConv), same parameters
-                x = PatchConv(width, size, 2, (size - 2) // 2, self.dtype, name="down_0")(x)
-            else:
-                x = conv(width, size, 2, f"down_{i}")(x)  # halves H and W
+            x = conv(width, size, 2, f"down_{i}", on_pixels=i == 0)(x)  # halves H and W
             if self.norm:  # per pixel over channels: no statistics shared across a batch
                 x = nn.LayerNorm(name=f"down_{i}_norm")(x.astype(jnp.float32))
             x = nn.relu(x)

@@ -75,7 +75,7 @@ class ModelConfig:
     encoder: str = "rnn"  # ENCODERS: source tokens through an RNN, or images through a CNN.
     image_size: int = 0  # Pixels per side of the images (encoder 'cnn'); 0 for text.
     cell_kernel: int = 1  # Encoder 'cnn': cells each annotation's per-cell layer sees (odd).
-    local_keys: bool = False  # Encoder 'cnn': score per-cell keys, read cell_kernel values.
+    local_keys: bool = False  # Encoder 'cnn': score per-cell keys, read the wider values.
     grid_layers: int = 0  # Encoder 'cnn': self-attention layers over the cells (num_heads heads).
     image_norm: bool = False  # Encoder 'cnn': LayerNorm after each stride-2 convolution.
 
