@@ -70,6 +70,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model.grid_layers = 0
     # Encoder 'cnn': LayerNorm over channels after each stride-2 convolution (before its relu).
     model.image_norm = False
+    # Encoder 'cnn': each cell's layer after the grid also reads a projection of the grid's mean
+    # (the whole picture), so a cell can tell how many objects look like its own (counts).
+    model.global_pool = False
     model.cell = "gru"  # 'gru' | 'lstm' (encoder and decoder).
     model.hidden_size = 128  # One knob: decoder, annotation, attention and output sizes.
     model.embed_size = 0  # 0 = derived: hidden_size // 2.

@@ -48,7 +48,7 @@ def test_grid_shape_and_errors():
     with pytest.raises(ValueError, match="cell_kernel=3"):
         rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, encoder="cnn", image_size=64,
                         local_keys=True).validate()
-    for field in ("grid_layers", "image_norm"):
+    for field in ("grid_layers", "image_norm", "global_pool"):
         with pytest.raises(ValueError, match="grid_layers=0 --config.model.image_norm=False"):
             rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, **{field: 1}).validate()
     with pytest.raises(ValueError, match="num_heads"):
@@ -101,6 +101,24 @@ def test_grid_layers_let_every_annotation_see_the_whole_picture(local_keys):
     assert spans[0] == (window if local_keys else spans[1])  # the key
 
 
+def test_global_pool_adds_the_grid_mean_to_every_cell():
+    """global_pool: a cell's annotation depends on every pixel (the mean of the grid), and with
+    the pool's projection zeroed it is the annotation without the pool, exactly."""
+    size, row, col = 32, 1, 2
+    pictures = jax.random.uniform(jax.random.key(1), (1, size, size, 3)) * 255.0
+    plain, pooled = image.ImageEncoder(8), image.ImageEncoder(8, global_pool=True)
+    params = pooled.init(jax.random.key(0), pictures)
+    grad = jax.grad(lambda x: pooled.apply(params, x)[0][0, row * (size // 8) + col].sum())(
+        pictures)
+    ys, xs = np.nonzero(np.abs(np.asarray(grad))[0].sum(-1))
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (0, size - 1, 0, size - 1)  # all of it
+    zeroed = jax.tree.map(jnp.zeros_like, params["params"]["pool"])
+    without = {"params": {k: v for k, v in params["params"].items() if k != "pool"}}
+    np.testing.assert_array_equal(
+        pooled.apply({"params": {**params["params"], "pool": zeroed}}, pictures)[0],
+        plain.apply(without, pictures)[0])
+
+
 @pytest.mark.parametrize("size,stride,pad", [(4, 2, 1), (2, 2, 0), (3, 1, 1)])
 def test_patch_conv_is_nn_conv(size, stride, pad):
     """PatchConv (the first layer, one matmul over patches) has nn.Conv's parameters, initial
@@ -130,7 +148,8 @@ def test_encode_gives_one_real_annotation_per_cell():
 @pytest.mark.parametrize("flow,scorer,encoder", [
     ("bahdanau", "additive", {}), ("luong", "general", {}), ("bahdanau", "location", {}),
     ("luong", "multihead", {"cell_kernel": 3, "local_keys": True}),
-    ("bahdanau", "additive", {"grid_layers": 1, "local_keys": True, "image_norm": True})])
+    ("bahdanau", "additive", {"grid_layers": 1, "local_keys": True, "image_norm": True}),
+    ("bahdanau", "additive", {"global_pool": True, "image_norm": True})])
 def test_teacher_forced_equals_step_by_step(flow, scorer, encoder):
     model, params = _model(flow, scorer, **encoder)
     images, tgt_in, _ = _batch()

@@ -35,7 +35,7 @@ ARCHS: dict[str, Arch] = {
                 only=("flow", "cell", "embed_size", "encoder_hidden", "decoder_hidden",
                       "attention_size", "output_size", "encoder_layers", "bidirectional",
                       "input_feeding", "encoder", "cell_kernel", "local_keys",
-                      "grid_layers", "image_norm")),
+                      "grid_layers", "image_norm", "global_pool")),
     "transformer": Arch(transformer.TransformerConfig, transformer.Transformer,
                         transformer.init_params,
                         only=("layers", "d_model", "d_ff", "norm", "tie_embeddings"),

@@ -11,6 +11,10 @@ flows are the text model's, unchanged. Here a small CNN for the embedded 64 x 64
     x  = conv1x1(relu(convKxK(x, D)), D)                  [B, H/8, W/8, D]   (K = cell_kernel)
     h  = flatten(x) + P                                   [B, S, D], S = (H/8)(W/8)
 
+With `global_pool` the per-cell layer's pre-activation also gets Dense(mean of x over the grid),
+the same vector for every cell of a picture: through the relu a cell can combine what it sees
+with what the whole picture holds (how many objects of its kind), which softmax attention, whose
+weights sum to one, cannot give a word that looks at one of them.
 N is the identity, or with `norm` a LayerNorm over each pixel's channels (per picture and
 position: nothing shared across a batch, so a caption never depends on its batch-mates).
 P is a learned embedding of the S positions (row-major), so a scorer can tell where a cell is
@@ -111,6 +115,9 @@ class ImageEncoder(nn.Module):
     grid_layers: int = 0  # Self-attention layers over the cells (0: none).
     num_heads: int = 4  # Heads of those layers (divides features).
     norm: bool = False  # LayerNorm over channels after each stride-2 convolution (before relu).
+    # True: the per-cell layer also reads a projection of the mean of the whole grid, so each cell
+    # can tell how many others look like it (what a count needs); keys stay per cell.
+    global_pool: bool = False
 
     def _context(self, x: jax.Array) -> jax.Array:
         """[B, S, D] -> [B, S, D] through grid_layers encoder layers (no mask: every cell real)."""
@@ -148,7 +155,11 @@ class ImageEncoder(nn.Module):
         positions = self.param("positions", nn.initializers.normal(0.02), (h * w, d))  # [S, D]
 
         def head(kernel, prefix):  # [B, H', W', D] -> [B, S, D]; per cell after the first layer
-            y = nn.relu(conv(d, kernel, 1, f"{prefix}cell")(x))
+            y = conv(d, kernel, 1, f"{prefix}cell")(x)
+            if self.global_pool:  # the picture's summary, the same for every cell: [B, 1, 1, D]
+                y = y + nn.Dense(d, dtype=self.dtype, name=f"{prefix}pool")(
+                    x.mean((1, 2), keepdims=True))
+            y = nn.relu(y)
             y = conv(d, 1, 1, f"{prefix}out")(y).astype(jnp.float32)
             return y.reshape(b, h * w, d) + positions
 

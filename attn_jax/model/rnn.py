@@ -78,6 +78,7 @@ class ModelConfig:
     local_keys: bool = False  # Encoder 'cnn': score per-cell keys, read the wider values.
     grid_layers: int = 0  # Encoder 'cnn': self-attention layers over the cells (num_heads heads).
     image_norm: bool = False  # Encoder 'cnn': LayerNorm after each stride-2 convolution.
+    global_pool: bool = False  # Encoder 'cnn': each cell's layer also reads the grid's mean.
 
     @property
     def annotation_size(self) -> int:
@@ -124,12 +125,13 @@ class ModelConfig:
                              f"{self.cell_kernel}.")
         if self.grid_layers < 0:
             raise ValueError(f"model.grid_layers must be >= 0, got {self.grid_layers}.")
-        if ((self.cell_kernel != 1 or self.local_keys or self.grid_layers or self.image_norm)
-                and self.encoder != "cnn"):
-            raise ValueError("model.cell_kernel, local_keys, grid_layers and image_norm are the "
-                             "image encoder's; text runs take --config.model.cell_kernel=1 "
-                             "--config.model.local_keys=False --config.model.grid_layers=0 "
-                             "--config.model.image_norm=False.")
+        if ((self.cell_kernel != 1 or self.local_keys or self.grid_layers or self.image_norm
+             or self.global_pool) and self.encoder != "cnn"):
+            raise ValueError("model.cell_kernel, local_keys, grid_layers, image_norm and "
+                             "global_pool are the image encoder's; text runs take "
+                             "--config.model.cell_kernel=1 --config.model.local_keys=False "
+                             "--config.model.grid_layers=0 --config.model.image_norm=False "
+                             "--config.model.global_pool=False.")
         if self.local_keys and self.cell_kernel == 1 and not self.grid_layers:
             raise ValueError("model.local_keys reads values that see more than the keys: set "
                              "--config.model.cell_kernel=3 (or more) or "
@@ -178,7 +180,8 @@ class ModelConfig:
             dropout=model.dropout, dtype=model.dtype, attention_impl=model.attention_impl,
             encoder=model.encoder, image_size=image_size,
             cell_kernel=model.cell_kernel, local_keys=model.local_keys,
-            grid_layers=model.grid_layers, image_norm=model.image_norm).validate()
+            grid_layers=model.grid_layers, image_norm=model.image_norm,
+            global_pool=model.global_pool).validate()
 
 
 def reverse_rows(x: jax.Array, lengths: jax.Array) -> jax.Array:
@@ -244,7 +247,7 @@ class Seq2Seq(nn.Module):
         if c.encoder == "cnn":
             self.image_encoder = image_lib.ImageEncoder(
                 c.annotation_size, dtype, c.cell_kernel, c.local_keys, c.grid_layers,
-                c.num_heads, c.image_norm, name="image")
+                c.num_heads, c.image_norm, c.global_pool, name="image")
         else:
             self.src_embed = nn.Embed(c.src_vocab_size, c.embed_size, name="src_embed")
             self.encoder = Encoder(c, name="encoder")
