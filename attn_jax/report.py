@@ -990,6 +990,7 @@ TEST_SUITE = "experiments/test_suite/results"
 SWEEP_CONVERGED = "experiments/scorer_hidden/converged/tables.md"
 SWEEP_H256_SEEDS = "experiments/scorer_hidden/converged/h256_seeds_1_2/seeds.csv"
 SWEEP_250_STEPS = "experiments/scorer_hidden/tables.md"
+ARCH_SCORER = "experiments/arch_scorer/tables.md"
 LONG_INPUTS = ("experiments/benchmark/long_inputs_128_512.json",
                "experiments/benchmark/long_inputs_2048.json")
 
@@ -1407,6 +1408,14 @@ def render_test_suite(root: Path) -> str:
     return "\n".join(lines + [_source_line(*[p.relative_to(root).as_posix() for p in logs])])
 
 
+def render_arch_scorer(root: Path) -> str:
+    """The arch x scorer sweep's tables as the report wrote them (every table, every note)."""
+    path = root / ARCH_SCORER
+    if not path.exists():
+        return _not_committed(ARCH_SCORER)
+    return path.read_text().strip() + "\n\n" + _source_line(ARCH_SCORER)
+
+
 BLOCKS: dict[str, Block] = {b.name: b for b in (
     Block("default_run", (f"{DEFAULT_RUN}/results.json", f"{DEFAULT_RUN}/metrics.jsonl"), render_default_run),
     Block("encoder_direction", (f"{DEFAULT_RUN}/results.json", f"{BIDIRECTIONAL_RUN}/results.json"),
@@ -1416,6 +1425,7 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
     Block("sweep_sizes", (SWEEP_CONVERGED, SWEEP_H256_SEEDS), render_sweep_sizes),
     Block("sweep_250_steps", (SWEEP_250_STEPS,), render_sweep_250),
     Block("bottleneck", (SWEEP_CONVERGED,), render_bottleneck),
+    Block("arch_scorer", (ARCH_SCORER,), render_arch_scorer),
     Block("long_inputs", LONG_INPUTS, render_long_inputs),
     Block("side_by_side", (SIDE_BY_SIDE,), render_side_by_side),
     Block("test_suite", (TEST_SUITE,), render_test_suite),

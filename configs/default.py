@@ -70,9 +70,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model.grid_layers = 0
     # Encoder 'cnn': LayerNorm over channels after each stride-2 convolution (before its relu).
     model.image_norm = False
-    # Encoder 'cnn': each cell's layer after the grid also reads a projection of the grid's mean
-    # (the whole picture), so a cell can tell how many objects look like its own (counts).
-    model.global_pool = False
+    # Encoder 'cnn': per-cell layers after the grid that also read a projection of their input's
+    # mean over the grid (the whole picture), so a cell can tell how many objects look like its
+    # own (counts). 0 = none; 1 = the first per-cell layer; n = and n - 1 more per-cell layers.
+    model.global_pool = 0
     model.cell = "gru"  # 'gru' | 'lstm' (encoder and decoder).
     model.hidden_size = 128  # One knob: decoder, annotation, attention and output sizes.
     model.embed_size = 0  # 0 = derived: hidden_size // 2.

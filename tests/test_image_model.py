@@ -51,6 +51,9 @@ def test_grid_shape_and_errors():
     for field in ("grid_layers", "image_norm", "global_pool"):
         with pytest.raises(ValueError, match="grid_layers=0 --config.model.image_norm=False"):
             rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, **{field: 1}).validate()
+    with pytest.raises(ValueError, match="global_pool must be >= 0"):
+        rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, encoder="cnn", image_size=64,
+                        global_pool=-1).validate()
     with pytest.raises(ValueError, match="num_heads"):
         rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, encoder="cnn", image_size=64,
                         encoder_hidden=30, grid_layers=1).validate()
@@ -101,22 +104,27 @@ def test_grid_layers_let_every_annotation_see_the_whole_picture(local_keys):
     assert spans[0] == (window if local_keys else spans[1])  # the key
 
 
-def test_global_pool_adds_the_grid_mean_to_every_cell():
-    """global_pool: a cell's annotation depends on every pixel (the mean of the grid), and with
-    the pool's projection zeroed it is the annotation without the pool, exactly."""
+@pytest.mark.parametrize("layers", [1, 2])
+def test_global_pool_adds_the_grid_mean_to_every_cell(layers):
+    """global_pool: a cell's annotation depends on every pixel (the mean of the grid); with one
+    pooled layer and its projection zeroed it is the annotation without the pool, exactly; with
+    two, a second per-cell layer reads the first's output and its mean."""
     size, row, col = 32, 1, 2
     pictures = jax.random.uniform(jax.random.key(1), (1, size, size, 3)) * 255.0
-    plain, pooled = image.ImageEncoder(8), image.ImageEncoder(8, global_pool=True)
+    pooled = image.ImageEncoder(8, global_pool=layers)
     params = pooled.init(jax.random.key(0), pictures)
+    names = {k for k in params["params"] if k.startswith(("pool", "cell"))}
+    assert names == ({"cell", "pool"} if layers == 1 else {"cell", "pool", "cell_1", "pool_1"})
     grad = jax.grad(lambda x: pooled.apply(params, x)[0][0, row * (size // 8) + col].sum())(
         pictures)
     ys, xs = np.nonzero(np.abs(np.asarray(grad))[0].sum(-1))
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (0, size - 1, 0, size - 1)  # all of it
-    zeroed = jax.tree.map(jnp.zeros_like, params["params"]["pool"])
-    without = {"params": {k: v for k, v in params["params"].items() if k != "pool"}}
-    np.testing.assert_array_equal(
-        pooled.apply({"params": {**params["params"], "pool": zeroed}}, pictures)[0],
-        plain.apply(without, pictures)[0])
+    if layers == 1:
+        zeroed = jax.tree.map(jnp.zeros_like, params["params"]["pool"])
+        without = {"params": {k: v for k, v in params["params"].items() if k != "pool"}}
+        np.testing.assert_array_equal(
+            pooled.apply({"params": {**params["params"], "pool": zeroed}}, pictures)[0],
+            image.ImageEncoder(8).apply(without, pictures)[0])
 
 
 @pytest.mark.parametrize("size,stride,pad", [(4, 2, 1), (2, 2, 0), (3, 1, 1)])
@@ -149,7 +157,7 @@ def test_encode_gives_one_real_annotation_per_cell():
     ("bahdanau", "additive", {}), ("luong", "general", {}), ("bahdanau", "location", {}),
     ("luong", "multihead", {"cell_kernel": 3, "local_keys": True}),
     ("bahdanau", "additive", {"grid_layers": 1, "local_keys": True, "image_norm": True}),
-    ("bahdanau", "additive", {"global_pool": True, "image_norm": True})])
+    ("bahdanau", "additive", {"global_pool": 2, "image_norm": True})])
 def test_teacher_forced_equals_step_by_step(flow, scorer, encoder):
     model, params = _model(flow, scorer, **encoder)
     images, tgt_in, _ = _batch()

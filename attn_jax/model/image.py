@@ -11,8 +11,9 @@ flows are the text model's, unchanged. Here a small CNN for the embedded 64 x 64
     x  = conv1x1(relu(convKxK(x, D)), D)                  [B, H/8, W/8, D]   (K = cell_kernel)
     h  = flatten(x) + P                                   [B, S, D], S = (H/8)(W/8)
 
-With `global_pool` the per-cell layer's pre-activation also gets Dense(mean of x over the grid),
-the same vector for every cell of a picture: through the relu a cell can combine what it sees
+With `global_pool` = n the per-cell layer's pre-activation also gets Dense(mean of x over the
+grid), the same vector for every cell of a picture, and n - 1 more per-cell layers follow, each
+with the mean of its own input added likewise: through the relus a cell can combine what it sees
 with what the whole picture holds (how many objects of its kind), which softmax attention, whose
 weights sum to one, cannot give a word that looks at one of them.
 N is the identity, or with `norm` a LayerNorm over each pixel's channels (per picture and
@@ -115,9 +116,10 @@ class ImageEncoder(nn.Module):
     grid_layers: int = 0  # Self-attention layers over the cells (0: none).
     num_heads: int = 4  # Heads of those layers (divides features).
     norm: bool = False  # LayerNorm over channels after each stride-2 convolution (before relu).
-    # True: the per-cell layer also reads a projection of the mean of the whole grid, so each cell
-    # can tell how many others look like it (what a count needs); keys stay per cell.
-    global_pool: bool = False
+    # Per-cell layers that also read a projection of their input's mean over the whole grid (0:
+    # none; 1: the first layer after the grid; n: and n - 1 more per-cell layers), so that each
+    # cell can tell how many others look like it (what a count needs).
+    global_pool: int = 0
 
     def _context(self, x: jax.Array) -> jax.Array:
         """[B, S, D] -> [B, S, D] through grid_layers encoder layers (no mask: every cell real)."""
@@ -155,10 +157,14 @@ class ImageEncoder(nn.Module):
         positions = self.param("positions", nn.initializers.normal(0.02), (h * w, d))  # [S, D]
 
         def head(kernel, prefix):  # [B, H', W', D] -> [B, S, D]; per cell after the first layer
-            y = conv(d, kernel, 1, f"{prefix}cell")(x)
-            if self.global_pool:  # the picture's summary, the same for every cell: [B, 1, 1, D]
-                y = y + nn.Dense(d, dtype=self.dtype, name=f"{prefix}pool")(
-                    x.mean((1, 2), keepdims=True))
+            y, z = conv(d, kernel, 1, f"{prefix}cell")(x), x  # pre-activation, its input
+            for i in range(self.global_pool):
+                if i:  # one more per-cell layer, over the previous one's output
+                    z = nn.relu(y)
+                    y = nn.Dense(d, dtype=self.dtype, name=f"{prefix}cell_{i}")(z)
+                # the summary of the layer's input over the picture, the same for every cell
+                y = y + nn.Dense(d, dtype=self.dtype, name=f"{prefix}pool" + (f"_{i}" if i else ""))(
+                    z.mean((1, 2), keepdims=True))
             y = nn.relu(y)
             y = conv(d, 1, 1, f"{prefix}out")(y).astype(jnp.float32)
             return y.reshape(b, h * w, d) + positions

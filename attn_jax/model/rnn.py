@@ -78,7 +78,7 @@ class ModelConfig:
     local_keys: bool = False  # Encoder 'cnn': score per-cell keys, read the wider values.
     grid_layers: int = 0  # Encoder 'cnn': self-attention layers over the cells (num_heads heads).
     image_norm: bool = False  # Encoder 'cnn': LayerNorm after each stride-2 convolution.
-    global_pool: bool = False  # Encoder 'cnn': each cell's layer also reads the grid's mean.
+    global_pool: int = 0  # Encoder 'cnn': per-cell layers that also read the grid's mean.
 
     @property
     def annotation_size(self) -> int:
@@ -125,13 +125,15 @@ class ModelConfig:
                              f"{self.cell_kernel}.")
         if self.grid_layers < 0:
             raise ValueError(f"model.grid_layers must be >= 0, got {self.grid_layers}.")
+        if self.global_pool < 0:
+            raise ValueError(f"model.global_pool must be >= 0, got {self.global_pool}.")
         if ((self.cell_kernel != 1 or self.local_keys or self.grid_layers or self.image_norm
              or self.global_pool) and self.encoder != "cnn"):
             raise ValueError("model.cell_kernel, local_keys, grid_layers, image_norm and "
                              "global_pool are the image encoder's; text runs take "
                              "--config.model.cell_kernel=1 --config.model.local_keys=False "
                              "--config.model.grid_layers=0 --config.model.image_norm=False "
-                             "--config.model.global_pool=False.")
+                             "--config.model.global_pool=0.")
         if self.local_keys and self.cell_kernel == 1 and not self.grid_layers:
             raise ValueError("model.local_keys reads values that see more than the keys: set "
                              "--config.model.cell_kernel=3 (or more) or "
