@@ -23,6 +23,10 @@ Run locally from the repository root (2 trials at a time; rerun the same command
         --parallel=2 [--dry_run] [--only=arch=transformer] [--only=arch=rnn,scorer=dot]
     python -m attn_jax.report --sweep_dir=runs/arch_scorer
 
+The published grid (experiments/arch_scorer/README.md) runs --seeds_mode=trials: each seed stops
+on its own plateau, and each trial (a Transformer seed: 30-60 minutes on one core) fits in one
+working session, its record kept by experiments/arch_scorer/keep.sh.
+
 W&B Sweeps and SLURM: see launch/README.md (the same 8 trials, same names, same workdirs).
 Produces: runs/arch_scorer/status.json and one workdir per trial, named like
 `arch=transformer,scorer=dot`, holding config.json, metrics.jsonl, results.json (test/valid BLEU,
