@@ -9,8 +9,9 @@ shape) on a cluttered background, captioned by a small grammar ("a large blue sq
 small red triangles", "a small red circle to the left of a large green diamond"), with the gold
 box of every word that names an object. The model is configs/default.py's GRU decoder (Bahdanau
 flow, additive attention, hidden 128) reading `model.encoder='cnn'`: three stride-2 convolutions
-give an 8 x 8 grid of 64 annotations, each seeing 14 pixels centred on its cell, with learned
-positions (attn_jax/model/image.py).
+(each followed by a LayerNorm per pixel) give an 8 x 8 grid of 64 annotations, each seeing 14
+pixels centred on its cell plus the mean of the whole grid, with learned positions
+(attn_jax/model/image.py).
 Evaluation adds CIDEr-D and grounding: the pointing game (the argmax cell of a word's attention on
 its object) and the attention mass inside the object's box, also by the number of objects.
 
@@ -48,6 +49,12 @@ def get_config(arg: str | None = None):
 
     model = config.model
     model.encoder = "cnn"  # Annotations from the picture: an 8 x 8 grid (attn_jax/model/image.py).
+    # A LayerNorm per pixel after each stride-2 convolution (faster learning), and the grid's mean
+    # in every cell's first layer: together they lift pointing from 0.68-0.83 to 0.86-0.96 in two
+    # seeds, and exact match a few points (experiments/scenes/README.md, "The whole picture in
+    # every cell").
+    model.image_norm = True
+    model.global_pool = 1
 
     train = config.train
     train.num_epochs = 8.0  # 5,008 steps of 32 pictures: about 10 minutes on 2 cores.
