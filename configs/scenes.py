@@ -15,11 +15,11 @@ pixels centred on its cell plus the mean of the whole grid, with learned positio
 Evaluation adds CIDEr-D and grounding: the pointing game (the argmax cell of a word's attention on
 its object) and the attention mass inside the object's box, also by the number of objects.
 
-Runs in 10-12 minutes on 2 CPU cores (this shared machine's speed varies by the hour). The
-issue's targets (test exact match >= 90%, pointing >= 0.90) are not reached yet; what it
-measures (exact match, pointing and CIDEr by number of objects, the uniform baseline, wall time)
-and why: experiments/scenes/README.md. Smoke run
-(seconds): --config=configs/scenes.py:tiny.
+Runs in about 10 minutes on 2 CPU cores (this shared machine's speed varies by the hour). The
+issue's targets (test exact match >= 90%, pointing >= 0.90 in every seed) are not reached yet;
+what it measures (exact match, pointing and CIDEr by number of objects, per seed, the uniform
+baseline, wall time) and why: experiments/scenes/README.md. Smoke run (seconds):
+--config=configs/scenes.py:tiny.
 """
 
 import os
@@ -50,9 +50,9 @@ def get_config(arg: str | None = None):
     model = config.model
     model.encoder = "cnn"  # Annotations from the picture: an 8 x 8 grid (attn_jax/model/image.py).
     # A LayerNorm per pixel after each stride-2 convolution (faster learning), and the grid's mean
-    # in every cell's first layer: together they lift pointing from 0.68-0.83 to 0.86-0.96 in two
-    # seeds, and exact match a few points (experiments/scenes/README.md, "The whole picture in
-    # every cell").
+    # in every cell's first layer: together they lift pointing from 0.68-0.83 to 0.86-0.96 and
+    # exact match by several points (experiments/scenes/README.md, "The whole picture in every
+    # cell").
     model.image_norm = True
     model.global_pool = 1
 
