@@ -15,7 +15,9 @@ With `global_pool` = n the per-cell layer's pre-activation also gets Dense(mean 
 grid), the same vector for every cell of a picture, and n - 1 more per-cell layers follow, each
 with the mean of its own input added likewise: through the relus a cell can combine what it sees
 with what the whole picture holds (how many objects of its kind), which softmax attention, whose
-weights sum to one, cannot give a word that looks at one of them.
+weights sum to one, cannot give a word that looks at one of them (what it changes on the
+embedded scenes: experiments/scenes/README.md).
+
 N is the identity, or with `norm` a LayerNorm over each pixel's channels (per picture and
 position: nothing shared across a batch, so a caption never depends on its batch-mates).
 P is a learned embedding of the S positions (row-major), so a scorer can tell where a cell is
