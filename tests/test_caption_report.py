@@ -1,4 +1,4 @@
-"""Tests for attn_jax.caption_report (the captioning sweep's report) on a fake sweep folder laid
+"""Tests for attn_jax.eval.caption_report (the captioning sweep's report) on a fake sweep folder laid
 out as train.py writes caption runs: three scorers x two seeds, and one unfinished trial."""
 
 import csv
@@ -9,7 +9,9 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from attn_jax import caption_report, report
+from attn_jax import report
+from attn_jax.eval import caption_report
+from attn_jax.eval import trials as trials_lib
 
 SEEDS = (0, 1)
 COUNTS = ("1", "2", "3", "4", "5", "6")
@@ -83,9 +85,9 @@ def _lines(path: Path) -> list[str]:
 
 def test_is_caption_sweep(written):
     sweep, _ = written
-    trials = report.load_sweep(sweep)
+    trials = trials_lib.load_sweep(sweep)
     assert caption_report.is_caption_sweep(trials)
-    translation = [report.Trial("dot", 32, {"test": {"bleu": 1.0}}, [], sweep)]
+    translation = [trials_lib.Trial("dot", 32, {"test": {"bleu": 1.0}}, [], sweep)]
     assert not caption_report.is_caption_sweep(translation)
 
 
@@ -94,7 +96,7 @@ def test_main_table(written):
     lines = _lines(sweep / "plots" / "tables.md")
     assert lines[0] == "| scorer | seeds | BLEU | CIDEr | exact match % | pointing | mass in box |"
     assert lines[1] == "|---|---|---:|---:|---:|---:|---:|"
-    assert lines[2:6] == [  # scorer order of report.py: none, additive, dot; then the baseline
+    assert lines[2:6] == [  # scorer order of attn_jax.eval.trials: none, additive, dot; then the baseline
         "| none | 2 | 12.00 ± 2.83 | 0.200 ± 0.141 | 5.0 ± 7.1 | — | — |",
         "| additive | 2 | 22.00 ± 2.83 | 0.600 ± 0.141 | 15.0 ± 7.1 | 0.700 ± 0.141 | 0.320 ± 0.028 |",
         "| dot | 2 | 18.50 ± 0.71 | 0.450 ± 0.071 | 10.0 ± 7.1 | 0.550 ± 0.071 | 0.250 ± 0.071 |",
@@ -164,4 +166,4 @@ def test_figures(written):
 
 def test_no_strips_no_running_example(tmp_path):
     trial = _write_trial(tmp_path, "none")
-    assert caption_report.plot_running_example([report.load_trial(trial)], tmp_path / "plots") == []
+    assert caption_report.plot_running_example([trials_lib.load_trial(trial)], tmp_path / "plots") == []

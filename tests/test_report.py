@@ -15,6 +15,8 @@ import attn_jax
 from attn_jax import report
 from attn_jax.data.lengths import LENGTH_BUCKETS
 from attn_jax.data.synthetic import RUNNING_EXAMPLE
+from attn_jax.eval import sweep_report
+from attn_jax.eval import trials as trials_lib
 from attn_jax.model import attention
 
 SCORERS = ("none", "additive", "dot")
@@ -92,11 +94,11 @@ def written(sweep) -> list[Path]:
 
 
 def test_load_sweep_skips_unfinished(sweep):
-    trials = report.load_sweep(sweep)
+    trials = trials_lib.load_sweep(sweep)
     assert len(trials) == len(SCORERS) * len(HIDDEN_SIZES)
     assert [t.scorer for t in trials[::2]] == list(SCORERS)  # fixed scorer order
     assert {t.hidden_size for t in trials} == set(HIDDEN_SIZES)  # the unfinished h128 is skipped
-    assert report.unfinished_trials(sweep) == [sweep / "dot_h128"]
+    assert trials_lib.unfinished_trials(sweep) == [sweep / "dot_h128"]
     assert len(trials[0].metrics) == 8 and len(trials[0].seed_entries()) == 2
 
 
@@ -153,11 +155,11 @@ def test_seeds_csv_holds_every_seed_behind_the_tables(sweep, written):
 
 
 def test_hidden_size_selection(sweep):
-    trials = report.load_sweep(sweep)
-    assert report.select_hidden_size(trials) == 64
-    assert report.select_hidden_size(trials, 32) == 32
+    trials = trials_lib.load_sweep(sweep)
+    assert trials_lib.select_hidden_size(trials) == 64
+    assert trials_lib.select_hidden_size(trials, 32) == 32
     with pytest.raises(ValueError, match="present"):
-        report.select_hidden_size(trials, 128)
+        trials_lib.select_hidden_size(trials, 128)
 
 
 def test_empty_sweep_raises(tmp_path):
@@ -166,28 +168,28 @@ def test_empty_sweep_raises(tmp_path):
 
 
 def test_learning_curve_mean_and_std(sweep):
-    trials = [t for t in report.load_sweep(sweep) if (t.scorer, t.hidden_size) == ("additive", 64)]
-    steps, mean, std = report.learning_curve(trials)
+    trials = [t for t in trials_lib.load_sweep(sweep) if (t.scorer, t.hidden_size) == ("additive", 64)]
+    steps, mean, std = sweep_report.learning_curve(trials)
     # valid BLEU = test BLEU * step / 200: step 100 -> (5, 6), step 200 -> (10, 12)
     np.testing.assert_array_equal(steps, [100, 200])
     np.testing.assert_allclose(mean, [5.5, 11.0])
     np.testing.assert_allclose(std, [np.sqrt(0.5), np.sqrt(2.0)])
     # The AER curve (figure aer_curves): valid AER of additive h64 seeds 0, 1 = 0.2, 0.3 each step.
-    steps, mean, _ = report.learning_curve(trials, key="aer")
+    steps, mean, _ = sweep_report.learning_curve(trials, key="aer")
     np.testing.assert_allclose(mean, [0.25, 0.25])
-    none = [t for t in report.load_sweep(sweep) if t.scorer == "none"]
-    assert report.learning_curve(none, key="aer")[0].size == 0  # No attention, no AER rows.
+    none = [t for t in trials_lib.load_sweep(sweep) if t.scorer == "none"]
+    assert sweep_report.learning_curve(none, key="aer")[0].size == 0  # No attention, no AER rows.
 
 
 def test_running_example_file_picks_first_seed(sweep):
-    trial = report.load_trial(sweep / "additive_h64")
-    assert report.running_example_file(trial).name == "running_example_seed0.json"
+    trial = trials_lib.load_trial(sweep / "additive_h64")
+    assert trials_lib.running_example_file(trial).name == "running_example_seed0.json"
 
 
 def test_scorer_colors_fixed():
-    assert set(report.SCORER_COLORS) == set(attention.SCORER_NAMES)
-    assert len(set(report.SCORER_COLORS.values())) == len(report.SCORER_COLORS)
-    assert report.scorer_color("brand_new") == report.scorer_color("brand_new")
+    assert set(trials_lib.SCORER_COLORS) == set(attention.SCORER_NAMES)
+    assert len(set(trials_lib.SCORER_COLORS.values())) == len(trials_lib.SCORER_COLORS)
+    assert trials_lib.scorer_color("brand_new") == trials_lib.scorer_color("brand_new")
 
 
 def test_command_line_writes_the_report_at_a_chosen_hidden_size(sweep, tmp_path):
@@ -275,14 +277,14 @@ def arch_written(arch_sweep) -> list[Path]:
 
 
 def test_arch_grid_is_recognised_and_grouped_by_arch(arch_sweep, sweep):
-    trials = report.load_sweep(arch_sweep)
-    assert report.is_arch_grid(trials)
-    assert not report.is_arch_grid(report.load_sweep(sweep))  # No arch named: RNNs, as before.
-    assert {t.arch for t in report.load_sweep(sweep)} == {"rnn"}
+    trials = trials_lib.load_sweep(arch_sweep)
+    assert sweep_report.is_arch_grid(trials)
+    assert not sweep_report.is_arch_grid(trials_lib.load_sweep(sweep))  # No arch named: RNNs, as before.
+    assert {t.arch for t in trials_lib.load_sweep(sweep)} == {"rnn"}
     at_128 = [t for t in trials if t.hidden_size == 128]
-    groups = report.group_by_arch(at_128)
+    groups = sweep_report.group_by_arch(at_128)
     assert list(groups) == list(ARCH_GRID)  # Family order (ARCHS), then scorer order.
-    assert report.head_names(at_128) == ["L1H1", "L1H2", "L2H1", "L2H2"]
+    assert sweep_report.head_names(at_128) == ["L1H1", "L1H2", "L2H1", "L2H2"]
 
 
 def test_arch_grid_report_writes_its_figures_not_the_scorer_hidden_ones(arch_sweep, arch_written):

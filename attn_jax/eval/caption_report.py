@@ -1,6 +1,6 @@
 """The report of a captioning sweep (configs/sweeps/scenes.py; issue 26, "Show, Attend and
-Tell"), from the trial folders alone. `report.make_all` hands a sweep here when its test results
-carry CIDEr (`is_caption_sweep`); `make_caption_report` writes, each figure as PNG and PDF:
+Tell"), from the trial folders alone. `attn_jax.report.make_all` hands a sweep here when its test
+results carry CIDEr (`is_caption_sweep`); `make_caption_report` writes, each figure as PNG and PDF:
 
   grounding        test pointing and mass in box per scorer: bars (mean, ± std over seeds, seeds
                    as dots), a dashed line at the uniform baseline; `none` named as ungrounded
@@ -15,9 +15,9 @@ carry CIDEr (`is_caption_sweep`); `make_caption_report` writes, each figure as P
   seeds.csv        a row per (scorer, seed): every numeric test metric, exact match and pointing
                    by number of objects, the trial's steps and wall time
 
-Rows follow report.py's scorer order; trials sharing a scorer (and hidden size) pool their seeds
-("scorer (hidden N)" rows when sizes differ). Cells are mean ± sample std (ddof=1) over seeds;
-— (LaTeX --) marks no value.
+Rows follow the scorer order of `attn_jax.eval.trials`; trials sharing a scorer (and hidden size)
+pool their seeds ("scorer (hidden N)" rows when sizes differ). Cells are mean ± sample std
+(ddof=1) over seeds; — (LaTeX --) marks no value.
 """
 
 from __future__ import annotations
@@ -30,9 +30,19 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 
-from attn_jax import report
-from attn_jax.eval import plots
-from attn_jax.report import Trial, format_mean_std, mean_std, scorer_color, seed_values
+from attn_jax.eval import plots, sweep_report
+from attn_jax.eval.trials import (
+    Trial,
+    attends,
+    dig,
+    first_seed,
+    format_mean_std,
+    group_trials,
+    mean_std,
+    num_seeds_note,
+    scorer_color,
+    seed_values,
+)
 
 # (header, results.json key, digits, scale): the main table's metric columns.
 _COLUMNS = (("BLEU", "bleu", 2, 1.0), ("CIDEr", "cider", 3, 1.0), ("exact match %", "exact_match", 1, 100.0),
@@ -51,8 +61,8 @@ def is_caption_sweep(trials: Iterable[Trial]) -> bool:
 
 
 def _groups(trials: Sequence[Trial]) -> dict[str, list[Trial]]:
-    """{row label: trials} in report.py's scorer order (`report.group_trials`)."""
-    groups = report.group_trials(trials)
+    """{row label: trials} in scorer order (`group_trials`)."""
+    groups = group_trials(trials)
     several = len({h for _, h in groups}) > 1
     return {f"{s} (hidden {h})" if several else s: g for (s, h), g in groups.items()}
 
@@ -65,7 +75,7 @@ def _stat(group: Sequence[Trial], *keys: str, scale: float = 1.0) -> tuple[float
 def object_counts(trials: Iterable[Trial], split: str = "test") -> list[str]:
     """The object counts in any seed's `by_objects` ('1', ..., '6'), in numeric order."""
     return sorted({c for t in trials for e in t.seed_entries()
-                   for c in (report._dig(e, (split, "by_objects")) or {})}, key=int)
+                   for c in (dig(e, (split, "by_objects")) or {})}, key=int)
 
 
 def uniform_baseline(trials: Sequence[Trial]) -> dict[str, float | None]:
@@ -108,13 +118,13 @@ def write_caption_tables(trials: Sequence[Trial], out_dir: Path, skipped: Sequen
 
     md: list[str] = []
     for k, (header, body, caption) in enumerate(tables("±", "—")):
-        md += report._md_table(header, body, labels=2 if k == 0 else 1) + ["", caption, ""]
+        md += sweep_report.md_table(header, body, labels=2 if k == 0 else 1) + ["", caption, ""]
     if skipped:
         md += ["Skipped unfinished trials (no results.json): " + ", ".join(f"`{p}`" for p in skipped), ""]
     tex: list[str] = []
-    for (header, body, caption), name in zip(tables(r"$\pm$", "--", report._latex_escape),
+    for (header, body, caption), name in zip(tables(r"$\pm$", "--", sweep_report.latex_escape),
                                              ("tab:caption", "tab:caption_exact", "tab:caption_pointing")):
-        tex += report._tex_table(header, body, caption, name) + [""]
+        tex += sweep_report.tex_table(header, body, caption, name) + [""]
     (out_dir / "tables.md").write_text("\n".join(md[:-1]) + "\n")
     (out_dir / "tables.tex").write_text("\n".join(tex[:-1]) + "\n")
     return [out_dir / "tables.md", out_dir / "tables.tex"]
@@ -135,12 +145,12 @@ def write_caption_seeds_csv(trials: Sequence[Trial], out_dir: Path) -> list[Path
         writer = csv.writer(f)
         writer.writerow(["scorer", "hidden_size", "seed", "trial", *keys]
                         + [f"{key}_objects_{c}" for key, c in by] + list(_TRIAL_KEYS))
-        for group in report.group_trials(trials).values():
-            for t in sorted(group, key=report._first_seed):
+        for group in group_trials(trials).values():
+            for t in sorted(group, key=first_seed):
                 for e in t.seed_entries():
                     values = ([t.scorer, t.hidden_size, e.get("seed"), t.path.name]
-                              + [report._dig(e, ("test", k)) for k in keys]
-                              + [report._dig(e, ("test", "by_objects", c, key)) for key, c in by]
+                              + [dig(e, ("test", k)) for k in keys]
+                              + [dig(e, ("test", "by_objects", c, key)) for key, c in by]
                               + [t.results.get(k) for k in _TRIAL_KEYS])
                     writer.writerow(["" if v is None else v for v in values])
     return [path]
@@ -169,9 +179,9 @@ def plot_grounding(trials: Sequence[Trial], out_dir: Path) -> list[Path]:
         ax.set_ylabel(f"test {key.replace('_', ' ')}")
         ax.set_ylim(bottom=0.0)
         ax.grid(axis="y", alpha=0.3)
-    title = f"Grounding of the attention ({report._num_seeds_note(counts)}; dots: seeds)"
+    title = f"Grounding of the attention ({num_seeds_note(counts)}; dots: seeds)"
     fig.suptitle(title + (f"\nno attention to ground: {', '.join(omitted)}" if omitted else ""), fontsize=10)
-    return report._save(fig, out_dir, "grounding")
+    return sweep_report.save(fig, out_dir, "grounding")
 
 
 def plot_by_objects(trials: Sequence[Trial], out_dir: Path) -> list[Path]:
@@ -187,9 +197,9 @@ def plot_by_objects(trials: Sequence[Trial], out_dir: Path) -> list[Path]:
             if not any(n for *_, n in stats):
                 omitted.append(f"{label} ({name})")  # `none` has no pointing
                 continue
-            ax.errorbar(x + 0.04 * report._dodge(k, len(groups)), [m for m, _, _ in stats],
+            ax.errorbar(x + 0.04 * sweep_report.dodge(k, len(groups)), [m for m, _, _ in stats],
                         yerr=[sd for _, sd, _ in stats], color=scorer_color(g[0].scorer), marker="o",
-                        capsize=3, label=label, linestyle="-" if report._attends(g[0].scorer) else "--")
+                        capsize=3, label=label, linestyle="-" if attends(g[0].scorer) else "--")
         ax.set_xticks(x, labels=counts)
         ax.set_xlabel("objects in the picture")
         ax.set_ylabel(f"test {name}")
@@ -197,9 +207,9 @@ def plot_by_objects(trials: Sequence[Trial], out_dir: Path) -> list[Path]:
     # One legend for both panels, from the panel with the most lines (beside the right one).
     handles = max((ax.get_legend_handles_labels() for ax in axes), key=lambda h: len(h[0]))
     fig.legend(*handles, title="scorer", fontsize=8, title_fontsize=9, loc="outside right upper")
-    title = f"Captions by number of objects ({report._num_seeds_note(seeds)})"
+    title = f"Captions by number of objects ({num_seeds_note(seeds)})"
     fig.suptitle(title + (f"\nno value: {', '.join(omitted)}" if omitted else ""), fontsize=10)
-    return report._save(fig, out_dir, "by_objects")
+    return sweep_report.save(fig, out_dir, "by_objects")
 
 
 def plot_running_example(trials: Sequence[Trial], out_dir: Path) -> list[Path]:
@@ -207,7 +217,7 @@ def plot_running_example(trials: Sequence[Trial], out_dir: Path) -> list[Path]:
     seed that has attention/running_example.png); [] when no trial has one."""
     panels, missing = [], []
     for label, g in _groups(trials).items():
-        path = next((p for t in sorted(g, key=report._first_seed)
+        path = next((p for t in sorted(g, key=first_seed)
                      for p in [t.path / "attention" / "running_example.png"] if p.exists()), None)
         if path is None:
             missing.append(label)
@@ -227,7 +237,7 @@ def plot_running_example(trials: Sequence[Trial], out_dir: Path) -> list[Path]:
         ax.set_axis_off()
     title = "The running example's attention over the picture, one strip per scorer"
     fig.suptitle(title + (f"\nno strip: {', '.join(missing)}" if missing else ""), fontsize=11)
-    return report._save(fig, out_dir, "running_example")
+    return sweep_report.save(fig, out_dir, "running_example")
 
 
 def make_caption_report(trials: Sequence[Trial], out: str | Path, skipped: Sequence[Path] = ()) -> list[Path]:
