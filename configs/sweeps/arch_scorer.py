@@ -25,7 +25,7 @@ Run locally from the repository root (2 trials at a time; rerun the same command
 
 The published grid (experiments/arch_scorer/README.md) runs --seeds_mode=trials: each seed stops
 on its own plateau, and each trial (a Transformer seed: 30-60 minutes on one core) fits in one
-working session, its record kept by experiments/arch_scorer/keep.sh.
+working session, its record kept by launch/keep.sh.
 
 W&B Sweeps and SLURM: see launch/README.md (the same 8 trials, same names, same workdirs).
 Produces: runs/arch_scorer/status.json and one workdir per trial, named like

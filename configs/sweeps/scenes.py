@@ -12,9 +12,10 @@ Run locally from the repository root (2 trials at a time; rerun the same command
         --parallel=2 [--dry_run] [--only=scorer=dot]
     python -m attn_jax.report --sweep_dir=runs/scenes_sweep
 
-Budget (FIXED below, the same for every scorer): train to convergence, i.e. up to 6 epochs,
-evaluating every 300 steps (about an epoch) on 500 valid scenes and stopping once 3 evaluations
-in a row gain no more than 0.2 BLEU; test metrics from the best checkpoint by valid BLEU.
+Budget (FIXED below, the same for every scorer): configs/scenes.py's own 8 epochs of 32 pictures
+(5,008 steps) as the cap, evaluating every 650 steps (about an epoch) on 500 valid scenes and
+stopping earlier once 3 evaluations in a row gain no more than 0.2 BLEU; test metrics from the
+best checkpoint by valid BLEU.
 Produces one workdir per trial, named like `scorer=dot`, with results.json (BLEU, CIDEr, exact
 match, pointing and mass in box, overall and by object count, per seed and their mean) and the
 running example's attention strip.
@@ -28,10 +29,10 @@ from attn_jax.model.attention import COMPARED
 
 SCORERS = [*COMPARED, "uniform"]
 FIXED: dict[str, Any] = {
-    "train.num_epochs": 6.0,
+    "train.num_epochs": 8.0,
     "train.early_stop_patience": 3,
     "train.early_stop_min_delta": 0.2,
-    "train.eval_every": 300,
+    "train.eval_every": 650,
     "eval.valid_subset": 500,
     "logging.progress_bar": False,
 }
