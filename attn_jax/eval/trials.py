@@ -65,6 +65,18 @@ def scorer_rank(scorer: str) -> tuple[int, str]:
     return (order.index(scorer) if scorer in order else len(order), scorer)
 
 
+def arch_color(arch: str) -> str:
+    """The fixed colour of a model family (a stable fallback for unknown ones)."""
+    if arch in ARCH_COLORS:
+        return ARCH_COLORS[arch]
+    return _EXTRA_COLORS[zlib.crc32(arch.encode()) % len(_EXTRA_COLORS)]
+
+
+def arch_rank(arch: str) -> tuple[int, str]:
+    order = list(arch_lib.ARCHS)
+    return (order.index(arch) if arch in order else len(order), arch)
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading a sweep
 # ---------------------------------------------------------------------------------------------
@@ -181,6 +193,15 @@ def mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:
     return float(np.mean(x)), std, int(x.size)
 
 
+def format_mean_std(mean: float, std: float, n: int, digits: int, pm: str = "±", missing: str = "—") -> str:
+    """ "12.34 ± 0.56"; only the mean for a single seed; `missing` when there are no values."""
+    if n == 0:
+        return missing
+    if n == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} {pm} {std:.{digits}f}"
+
+
 def dig(entry: dict[str, Any], keys: Sequence[str]) -> Any:
     for key in keys:
         if not isinstance(entry, dict) or key not in entry:
@@ -226,12 +247,8 @@ def num_seeds_note(counts: Iterable[int]) -> str:
     return f"mean ± std over {n} seed{'s' if counts[-1] != 1 else ''}"
 
 
-# ---------------------------------------------------------------------------------------------
-# Ordering trials
-# ---------------------------------------------------------------------------------------------
-
-
 def first_seed(trial: Trial) -> float:
+    """The trial's smallest seed (inf if it names none): the key that puts trials in seed order."""
     seeds = [e.get("seed") for e in trial.seed_entries() if e.get("seed") is not None]
     return min(seeds) if seeds else math.inf
 
@@ -249,24 +266,3 @@ def running_example_file(trial: Trial) -> Path | None:
         return min(seeded)[1]
     plain = folder / "running_example.json"
     return plain if plain.exists() else None
-
-
-def format_mean_std(mean: float, std: float, n: int, digits: int, pm: str = "±", missing: str = "—") -> str:
-    """ "12.34 ± 0.56"; only the mean for a single seed; `missing` when there are no values."""
-    if n == 0:
-        return missing
-    if n == 1:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} {pm} {std:.{digits}f}"
-
-
-def arch_color(arch: str) -> str:
-    """The fixed colour of a model family (a stable fallback for unknown ones)."""
-    if arch in ARCH_COLORS:
-        return ARCH_COLORS[arch]
-    return _EXTRA_COLORS[zlib.crc32(arch.encode()) % len(_EXTRA_COLORS)]
-
-
-def arch_rank(arch: str) -> tuple[int, str]:
-    order = list(arch_lib.ARCHS)
-    return (order.index(arch) if arch in order else len(order), arch)
