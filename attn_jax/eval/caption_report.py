@@ -22,7 +22,6 @@ pool their seeds ("scorer (hidden N)" rows when sizes differ). Cells are mean ±
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -135,25 +134,17 @@ def write_caption_seeds_csv(trials: Sequence[Trial], out_dir: Path) -> list[Path
     trial (folder name), every test metric that is a number in some seed (`_CSV_FIRST` first,
     the rest alphabetically), exact_match_objects_<n> and pointing_objects_<n>, then the
     trial's num_steps, evaluated_step, wall_seconds. Missing values are empty cells."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     found = {k for t in trials for e in t.seed_entries() for k, v in (e.get("test") or {}).items()
              if isinstance(v, (int, float)) and not isinstance(v, bool)}
     keys = [k for k in _CSV_FIRST if k in found] + sorted(found - set(_CSV_FIRST))
     by = [(key, c) for _, key, *_ in _BY_OBJECTS for c in object_counts(trials)]
-    path = out_dir / "seeds.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["scorer", "hidden_size", "seed", "trial", *keys]
-                        + [f"{key}_objects_{c}" for key, c in by] + list(_TRIAL_KEYS))
-        for group in group_trials(trials).values():
-            for t in sorted(group, key=first_seed):
-                for e in t.seed_entries():
-                    values = ([t.scorer, t.hidden_size, e.get("seed"), t.path.name]
-                              + [dig(e, ("test", k)) for k in keys]
-                              + [dig(e, ("test", "by_objects", c, key)) for key, c in by]
-                              + [t.results.get(k) for k in _TRIAL_KEYS])
-                    writer.writerow(["" if v is None else v for v in values])
-    return [path]
+    header = (["scorer", "hidden_size", "seed", "trial", *keys]
+              + [f"{key}_objects_{c}" for key, c in by] + list(_TRIAL_KEYS))
+    return sweep_report.write_seeds_csv_rows(out_dir, header, group_trials(trials).values(), lambda t, e: (
+        [t.scorer, t.hidden_size, e.get("seed"), t.path.name]
+        + [dig(e, ("test", k)) for k in keys]
+        + [dig(e, ("test", "by_objects", c, key)) for key, c in by]
+        + [t.results.get(k) for k in _TRIAL_KEYS]))
 
 
 def plot_grounding(trials: Sequence[Trial], out_dir: Path) -> list[Path]:

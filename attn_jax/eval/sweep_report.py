@@ -48,7 +48,7 @@ import csv
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,22 @@ def legend(ax) -> None:
     """Scorer legend outside the axes, on the right, so it never hides data."""
     ax.legend(title="scorer", fontsize=8, title_fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0),
               borderaxespad=0.0)
+
+
+def write_seeds_csv_rows(out_dir: Path, header: Sequence[str], groups: Iterable[Sequence[Trial]],
+                         row: Callable[[Trial, dict[str, Any]], list[Any]]) -> list[Path]:
+    """Writes OUT_DIR/seeds.csv: `header`, then `row(trial, seed entry)` for every seed of every
+    trial, groups in their order and trials by first seed; None becomes an empty cell."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "seeds.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for group in groups:
+            for t in sorted(group, key=first_seed):
+                for e in t.seed_entries():
+                    writer.writerow(["" if v is None else v for v in row(t, e)])
+    return [path]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,25 +402,16 @@ def write_seeds_csv(trials: Sequence[Trial], out_dir: Path, split: str = "test")
     num_steps, evaluated_step and wall_seconds (shared by a trial's vmapped seeds). Missing values
     are empty cells.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
     metric_keys = ("bleu", "aer", "perplexity", "exact_match")
     header = (["scorer", "hidden_size", "seed", "trial"] + list(metric_keys)
               + [f"bleu_{b}" for b in LENGTH_BUCKETS]
               + ["valid_bleu", "num_steps", "evaluated_step", "wall_seconds"])
-    path = out_dir / "seeds.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for group in group_trials(trials).values():
-            for t in sorted(group, key=first_seed):
-                for e in t.seed_entries():
-                    values = ([t.scorer, t.hidden_size, e.get("seed"), t.path.name]
-                              + [dig(e, (split, k)) for k in metric_keys]
-                              + [dig(e, (split, "bleu_by_length", b)) for b in LENGTH_BUCKETS]
-                              + [dig(e, ("valid", "bleu"))]
-                              + [t.results.get(k) for k in ("num_steps", "evaluated_step", "wall_seconds")])
-                    writer.writerow(["" if v is None else v for v in values])
-    return [path]
+    return write_seeds_csv_rows(out_dir, header, group_trials(trials).values(), lambda t, e: (
+        [t.scorer, t.hidden_size, e.get("seed"), t.path.name]
+        + [dig(e, (split, k)) for k in metric_keys]
+        + [dig(e, (split, "bleu_by_length", b)) for b in LENGTH_BUCKETS]
+        + [dig(e, ("valid", "bleu"))]
+        + [t.results.get(k) for k in ("num_steps", "evaluated_step", "wall_seconds")]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,28 +564,19 @@ def write_arch_seeds_csv(trials: Sequence[Trial], out_dir: Path, split: str = "t
     hidden_size, seed, trial (folder name), the split's bleu, exact_match, aer, aer_best_head,
     best_head, perplexity, bleu_<bucket>, aer_<head> per cross-attention head, valid_bleu, then
     the trial's num_steps, max_steps, evaluated_step and wall_seconds. Missing values are empty."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     metric_keys = ("bleu", "exact_match", "aer", "aer_best_head", "best_head", "perplexity")
     trial_keys = ("num_steps", "max_steps", "evaluated_step", "wall_seconds")
     heads = head_names(trials, split)
     header = (["arch", "scorer", "hidden_size", "seed", "trial"] + list(metric_keys)
               + [f"bleu_{b}" for b in LENGTH_BUCKETS] + [f"aer_{h}" for h in heads]
               + ["valid_bleu", *trial_keys])
-    path = out_dir / "seeds.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for group in group_by_arch(trials).values():
-            for t in sorted(group, key=first_seed):
-                for e in t.seed_entries():
-                    values = ([t.arch, t.scorer, t.hidden_size, e.get("seed"), t.path.name]
-                              + [dig(e, (split, k)) for k in metric_keys]
-                              + [dig(e, (split, "bleu_by_length", b)) for b in LENGTH_BUCKETS]
-                              + [dig(e, (split, "aer_by_head", h)) for h in heads]
-                              + [dig(e, ("valid", "bleu"))]
-                              + [t.results.get(k) for k in trial_keys])
-                    writer.writerow(["" if v is None else v for v in values])
-    return [path]
+    return write_seeds_csv_rows(out_dir, header, group_by_arch(trials).values(), lambda t, e: (
+        [t.arch, t.scorer, t.hidden_size, e.get("seed"), t.path.name]
+        + [dig(e, (split, k)) for k in metric_keys]
+        + [dig(e, (split, "bleu_by_length", b)) for b in LENGTH_BUCKETS]
+        + [dig(e, (split, "aer_by_head", h)) for h in heads]
+        + [dig(e, ("valid", "bleu"))]
+        + [t.results.get(k) for k in trial_keys]))
 
 
 def plot_arch_scorer(trials: Sequence[Trial], out_dir: Path, key: str, label: str, stem: str,
