@@ -74,6 +74,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # mean over the grid (the whole picture), so a cell can tell how many objects look like its
     # own (counts). 0 = none; 1 = the first per-cell layer; n = and n - 1 more per-cell layers.
     model.global_pool = 0
+    # Encoder 'cnn': layers of unnormalised (sigmoid) self-attention over the cells after the
+    # per-cell layers: each cell reads a sum over the cells like it, not a mean, so it can count
+    # them (attn_jax/model/image.py, CountLayer). 0 = none.
+    model.count_layers = 0
+    # Encoder 'cnn': channels of the first stride-2 convolution (the second has twice as many,
+    # the third the annotation size). 0 = derived: the annotation size // 4.
+    model.image_width = 0
     model.cell = "gru"  # 'gru' | 'lstm' (encoder and decoder).
     model.hidden_size = 128  # One knob: decoder, annotation, attention and output sizes.
     model.embed_size = 0  # 0 = derived: hidden_size // 2.

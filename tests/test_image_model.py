@@ -48,12 +48,13 @@ def test_grid_shape_and_errors():
     with pytest.raises(ValueError, match="cell_kernel=3"):
         rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, encoder="cnn", image_size=64,
                         local_keys=True).validate()
-    for field in ("grid_layers", "image_norm", "global_pool"):
+    for field in ("grid_layers", "image_norm", "global_pool", "count_layers", "image_width"):
         with pytest.raises(ValueError, match="grid_layers=0 --config.model.image_norm=False"):
             rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, **{field: 1}).validate()
-    with pytest.raises(ValueError, match="global_pool must be >= 0"):
-        rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, encoder="cnn", image_size=64,
-                        global_pool=-1).validate()
+    for field in ("global_pool", "count_layers", "image_width"):
+        with pytest.raises(ValueError, match=f"{field} must be >= 0"):
+            rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, encoder="cnn", image_size=64,
+                            **{field: -1}).validate()
     with pytest.raises(ValueError, match="num_heads"):
         rnn.ModelConfig(src_vocab_size=1, tgt_vocab_size=5, encoder="cnn", image_size=64,
                         encoder_hidden=30, grid_layers=1).validate()
@@ -127,6 +128,53 @@ def test_global_pool_adds_the_grid_mean_to_every_cell(layers):
             image.ImageEncoder(8).apply(without, pictures)[0])
 
 
+def test_count_layer_against_numpy():
+    """CountLayer: x + W_o Σ_k σ(q_j·k_k / √A + b) v_k + b_o, the weights not normalised; at
+    initialisation (W_o = 0) the identity."""
+    x = jax.random.normal(jax.random.key(1), (2, 5, 8))
+    layer = image.CountLayer()
+    params = layer.init(jax.random.key(0), x)
+    np.testing.assert_array_equal(layer.apply(params, x), x)  # W_o starts at zero
+    p = jax.tree.map(np.asarray, params["params"])
+    p["out"]["kernel"] = np.asarray(jax.random.normal(jax.random.key(2), (2, 8)))
+    p["out"]["bias"] = np.full(8, 0.1, np.float32)
+    proj = lambda name: np.asarray(x) @ p[name]["kernel"] + p[name]["bias"]  # noqa: E731
+    q, k, v = proj("query"), proj("key"), proj("value")  # [B, S, A], A = 8 // 4
+    weights = 1 / (1 + np.exp(-(q @ k.transpose(0, 2, 1) / np.sqrt(2) + p["bias"])))
+    want = np.asarray(x) + (weights @ v) @ p["out"]["kernel"] + p["out"]["bias"]
+    np.testing.assert_allclose(layer.apply({"params": p}, x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_count_layer_sums_where_softmax_averages():
+    """A cell that matches n like cells reads n times their value: two copies of a kind give
+    twice one copy's reading, where a softmax (a mean) would give the same."""
+    kind = np.array([1.0, 0, 0, 0])
+    other = np.array([0.0, 1, 0, 0])
+    layer = image.CountLayer()
+    params = layer.init(jax.random.key(0), jnp.zeros((1, 4, 4)))["params"]
+    big = 50.0  # q·k / √A = 50 for like cells (weight 1), 0 for unlike (weight σ(-50) = 0)
+    params = {"query": {"kernel": np.eye(4)[:, :1] * np.sqrt(big), "bias": np.zeros(1)},
+              "key": {"kernel": np.eye(4)[:, :1] * np.sqrt(big), "bias": np.zeros(1)},
+              "value": {"kernel": np.eye(4)[:, :1], "bias": np.zeros(1)},
+              "out": {"kernel": np.eye(4)[:1], "bias": np.zeros(4)},
+              "bias": np.float32(-big / 2)}  # like: σ(25) ≈ 1; unlike: σ(-25) ≈ 0
+    one = np.stack([kind, other, other, other])[None]
+    two = np.stack([kind, kind, other, other])[None]
+    read = lambda x: np.asarray(layer.apply({"params": params}, jnp.asarray(x)))[0, 0, 0] - 1.0  # noqa: E731
+    assert read(one) == pytest.approx(1.0, abs=1e-6)
+    assert read(two) == pytest.approx(2.0, abs=1e-6)
+
+
+def test_image_width_sets_the_first_two_convolutions():
+    pictures = jnp.zeros((1, 32, 32, 3))
+    params = image.ImageEncoder(16, width=3).init(jax.random.key(0), pictures)["params"]
+    assert params["down_0"]["kernel"].shape == (4, 4, 3, 3)
+    assert params["down_1"]["kernel"].shape == (4, 4, 3, 6)
+    assert params["down_2"]["kernel"].shape == (2, 2, 6, 16)
+    default = image.ImageEncoder(16).init(jax.random.key(0), pictures)["params"]
+    assert default["down_0"]["kernel"].shape[-1] == 4  # 16 // 4
+
+
 @pytest.mark.parametrize("size,stride,pad", [(4, 2, 1), (2, 2, 0), (3, 1, 1)])
 def test_patch_conv_is_nn_conv(size, stride, pad):
     """PatchConv (the first layer, one matmul over patches) has nn.Conv's parameters, initial
@@ -157,7 +205,8 @@ def test_encode_gives_one_real_annotation_per_cell():
     ("bahdanau", "additive", {}), ("luong", "general", {}), ("bahdanau", "location", {}),
     ("luong", "multihead", {"cell_kernel": 3, "local_keys": True}),
     ("bahdanau", "additive", {"grid_layers": 1, "local_keys": True, "image_norm": True}),
-    ("bahdanau", "additive", {"global_pool": 2, "image_norm": True})])
+    ("bahdanau", "additive", {"global_pool": 2, "image_norm": True}),
+    ("luong", "scaled_dot", {"count_layers": 1, "image_width": 4, "global_pool": 1})])
 def test_teacher_forced_equals_step_by_step(flow, scorer, encoder):
     model, params = _model(flow, scorer, **encoder)
     images, tgt_in, _ = _batch()

@@ -105,6 +105,29 @@ class PatchConv(nn.Module):
         return y + bias.astype(y.dtype)
 
 
+class CountLayer(nn.Module):
+    """x [B, S, D] -> x + W_o Σ_k σ(q_j·k_k / √A + b) v_k: self-attention over the cells whose
+    weights are sigmoids, not a softmax, so they do not sum to one and the output is a sum, not
+    a mean: a cell whose query matches the keys of n cells reads n times their value, so it can
+    tell how many cells look like it (what a count needs, and what softmax attention, over the
+    grid or in the decoder, cannot give). A = D/4 query, key and value sizes; b starts at -2
+    (weights near 0.12) and W_o at zero, so the layer starts as the identity."""
+
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        a = max(x.shape[-1] // 4, 1)
+        dense = lambda n, name, **kw: nn.Dense(n, dtype=self.dtype, name=name, **kw)  # noqa: E731
+        q, k, v = (dense(a, n)(x) for n in ("query", "key", "value"))  # [B, S, A] each
+        bias = self.param("bias", nn.initializers.constant(-2.0), ())
+        weights = nn.sigmoid(jnp.einsum("bja,bka->bjk", q, k) / jnp.sqrt(a).astype(q.dtype)
+                             + bias.astype(q.dtype))  # [B, S, S]
+        summed = jnp.einsum("bjk,bka->bja", weights, v)  # [B, S, A]
+        out = dense(x.shape[-1], "out", kernel_init=nn.initializers.zeros_init())(summed)
+        return x + out.astype(x.dtype)
+
+
 class ImageEncoder(nn.Module):
     """images [B, H, W, 3] (uint8 or float in 0..255) -> annotations [B, S, features]."""
 
@@ -122,9 +145,16 @@ class ImageEncoder(nn.Module):
     # none; 1: the first layer after the grid; n: and n - 1 more per-cell layers), so that each
     # cell can tell how many others look like it (what a count needs).
     global_pool: int = 0
+    # Unnormalised self-attention layers over the cells (`CountLayer`: sums, not means, so a
+    # cell can count the cells like it; 0: none).
+    count_layers: int = 0
+    width: int = 0  # Channels of the first stride-2 convolution, twice that the second (0: D/4).
 
     def _context(self, x: jax.Array) -> jax.Array:
-        """[B, S, D] -> [B, S, D] through grid_layers encoder layers (no mask: every cell real)."""
+        """[B, S, D] -> [B, S, D] through count_layers `CountLayer`s, then grid_layers encoder
+        layers (no mask: every cell real)."""
+        for i in range(self.count_layers):
+            x = CountLayer(self.dtype, name=f"count_{i}")(x)
         if not self.grid_layers:
             return x
         d = self.features
@@ -140,7 +170,8 @@ class ImageEncoder(nn.Module):
     def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
         """-> (keys, values) annotations, each [B, S, D]: the same array unless local_keys."""
         d = self.features
-        widths = [max(d // 4, 1), max(d // 2, 1), d][-GRID_HALVINGS:]
+        first = self.width or max(d // 4, 1)
+        widths = [first, 2 * first, d][-GRID_HALVINGS:]
         def conv(width, size, stride, name, on_pixels=False):
             pad = (size - stride) // 2  # Symmetric: the field stays centred on its cell.
             # (An odd size at stride 1 pads (size - 1) / 2 each side: centred as well.)

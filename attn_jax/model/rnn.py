@@ -79,6 +79,8 @@ class ModelConfig:
     grid_layers: int = 0  # Encoder 'cnn': self-attention layers over the cells (num_heads heads).
     image_norm: bool = False  # Encoder 'cnn': LayerNorm after each stride-2 convolution.
     global_pool: int = 0  # Encoder 'cnn': per-cell layers that also read the grid's mean.
+    count_layers: int = 0  # Encoder 'cnn': unnormalised self-attention layers over the cells.
+    image_width: int = 0  # Encoder 'cnn': first convolution's channels (0: annotation size / 4).
 
     @property
     def annotation_size(self) -> int:
@@ -125,15 +127,18 @@ class ModelConfig:
                              f"{self.cell_kernel}.")
         if self.grid_layers < 0:
             raise ValueError(f"model.grid_layers must be >= 0, got {self.grid_layers}.")
-        if self.global_pool < 0:
-            raise ValueError(f"model.global_pool must be >= 0, got {self.global_pool}.")
+        for field in ("global_pool", "count_layers", "image_width"):
+            if getattr(self, field) < 0:
+                raise ValueError(f"model.{field} must be >= 0, got {getattr(self, field)}.")
         if ((self.cell_kernel != 1 or self.local_keys or self.grid_layers or self.image_norm
-             or self.global_pool) and self.encoder != "cnn"):
-            raise ValueError("model.cell_kernel, local_keys, grid_layers, image_norm and "
-                             "global_pool are the image encoder's; text runs take "
-                             "--config.model.cell_kernel=1 --config.model.local_keys=False "
-                             "--config.model.grid_layers=0 --config.model.image_norm=False "
-                             "--config.model.global_pool=0.")
+             or self.global_pool or self.count_layers or self.image_width)
+                and self.encoder != "cnn"):
+            raise ValueError("model.cell_kernel, local_keys, grid_layers, image_norm, "
+                             "global_pool, count_layers and image_width are the image encoder's; "
+                             "text runs take --config.model.cell_kernel=1 "
+                             "--config.model.local_keys=False --config.model.grid_layers=0 "
+                             "--config.model.image_norm=False --config.model.global_pool=0 "
+                             "--config.model.count_layers=0 --config.model.image_width=0.")
         if self.local_keys and self.cell_kernel == 1 and not self.grid_layers:
             raise ValueError("model.local_keys reads values that see more than the keys: set "
                              "--config.model.cell_kernel=3 (or more) or "
@@ -183,7 +188,8 @@ class ModelConfig:
             encoder=model.encoder, image_size=image_size,
             cell_kernel=model.cell_kernel, local_keys=model.local_keys,
             grid_layers=model.grid_layers, image_norm=model.image_norm,
-            global_pool=model.global_pool).validate()
+            global_pool=model.global_pool, count_layers=model.count_layers,
+            image_width=model.image_width).validate()
 
 
 def reverse_rows(x: jax.Array, lengths: jax.Array) -> jax.Array:
@@ -249,7 +255,8 @@ class Seq2Seq(nn.Module):
         if c.encoder == "cnn":
             self.image_encoder = image_lib.ImageEncoder(
                 c.annotation_size, dtype, c.cell_kernel, c.local_keys, c.grid_layers,
-                c.num_heads, c.image_norm, c.global_pool, name="image")
+                c.num_heads, c.image_norm, c.global_pool, c.count_layers, c.image_width,
+                name="image")
         else:
             self.src_embed = nn.Embed(c.src_vocab_size, c.embed_size, name="src_embed")
             self.encoder = Encoder(c, name="encoder")

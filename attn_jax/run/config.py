@@ -63,7 +63,7 @@ ABSENT_MEANS_DEFAULT = (
     "model.encoder", "train.attention_penalty",  # Images: runs before them read text.
     "model.cell_kernel", "model.local_keys",  # Image encoder: runs before them saw one cell.
     "model.grid_layers", "model.image_norm",  # Image encoder: runs before them had neither.
-    "model.global_pool",
+    "model.global_pool", "model.count_layers", "model.image_width",
     "train.align_loss_weight", "train.align_gold",  # Supervised attention: runs before it had none.
     "train.align_possible_weight",
     "eval.attribution_methods", "eval.ig_steps",  # Attribution alignments at evaluation.
