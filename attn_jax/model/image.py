@@ -18,6 +18,10 @@ with what the whole picture holds (how many objects of its kind), which softmax 
 weights sum to one, cannot give a word that looks at one of them (what it changes on the
 embedded scenes: experiments/scenes/README.md).
 
+With `count_layers` = n, n `CountLayer`s follow h, before any grid layers (self-attention over
+the cells with sigmoid weights: a cell reads a sum over the cells like it, not a mean, so it
+can count them); `width` sets the first two convolutions' channels (default D/4 and D/2).
+
 N is the identity, or with `norm` a LayerNorm over each pixel's channels (per picture and
 position: nothing shared across a batch, so a caption never depends on its batch-mates).
 P is a learned embedding of the S positions (row-major), so a scorer can tell where a cell is
@@ -170,8 +174,9 @@ class ImageEncoder(nn.Module):
     def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
         """-> (keys, values) annotations, each [B, S, D]: the same array unless local_keys."""
         d = self.features
-        first = self.width or max(d // 4, 1)
-        widths = [first, 2 * first, d][-GRID_HALVINGS:]
+        first, second = ((self.width, 2 * self.width) if self.width
+                         else (max(d // 4, 1), max(d // 2, 1)))
+        widths = [first, second, d][-GRID_HALVINGS:]
         def conv(width, size, stride, name, on_pixels=False):
             pad = (size - stride) // 2  # Symmetric: the field stays centred on its cell.
             # (An odd size at stride 1 pads (size - 1) / 2 each side: centred as well.)
