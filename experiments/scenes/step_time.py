@@ -4,26 +4,24 @@
         count:model.count_layers=1 [--steps=40] [--reps=3] [--out=FILE.json]
 
 Each argument is NAME:KEY=VALUE,... (config overrides on configs/scenes.py; nothing after the
-colon: the config as committed). Every variant gets its own model, optimizer and compiled step
-(`steps.make_train_step`, one seed) and the same --steps real training batches of the scenes
-(both length buckets, compiled before timing); the variants are timed in turn, --reps rounds,
-so that a change in the machine's load hits all of them. Prints and writes (--out) the mean
-milliseconds per step of each round, the best round, and its ratio to the first variant's, with
-the machine (`measure.machine_info`, load average at start and end).
+colon: the config as committed). Every variant gets its own `benchmark.Trainer` (the model,
+optimizer and compiled train step of a training run, one seed) and the same --steps real
+training batches of the scenes (both length buckets, compiled before timing); the variants are
+timed in turn, --reps rounds, so that a change in the machine's load hits all of them. Prints
+and writes (--out) the mean milliseconds per blocked step of each round, the best round, and
+its ratio to the first variant's, with the machine (`measure.machine_info`, load average at
+start and end).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 
-import jax
-
+from attn_jax import benchmark
 from attn_jax.data import batches
-from attn_jax.model import arch
 from attn_jax.run import config as config_lib
-from attn_jax.run import measure, sharding, steps
+from attn_jax.run import measure
 
 CONFIG = "configs/scenes.py"
 
@@ -33,9 +31,8 @@ def _config(overrides: str):
     current = config_lib.flatten(config)
     for item in filter(None, overrides.split(",")):
         key, _, text = item.partition("=")
-        kind = type(current.get(key, ""))
-        value = text == "True" if kind is bool else kind(text)
-        config_lib.override(config, key, value)
+        kind = type(current.get(key, ""))  # the field's own type (an unknown key: override says so)
+        config_lib.override(config, key, text == "True" if kind is bool else kind(text))
     return config
 
 
@@ -54,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     stream = batches.train_batches(data, sizes, (0,), start_step=0)
     timed = [next(stream) for _ in range(args.steps)]
 
-    runs = {}
+    trainers, overrides_of, rounds = {}, {}, {}
     for spec in args.variants:
         name, _, overrides = spec.partition(":")
         config = _config(overrides)
@@ -62,27 +59,18 @@ def main(argv: list[str] | None = None) -> dict:
         derived = config_lib.derive(
             config, src_vocab_size=data.src_vocab.size, tgt_vocab_size=data.tgt_vocab.size,
             steps_per_epoch=batches.steps_per_epoch(data, sizes), model=model_config)
-        model = arch.build(derived.model)
-        tx, _ = steps.make_optimizer(config.train, derived.num_steps)
-        layout = sharding.make_layout(config.mesh, 1)
-        state = layout.state(steps.init_state(model, tx, (0,), data.buckets[0]))
-        step = steps.make_train_step(model, tx, config.train.label_smoothing, layout)
+        trainers[name] = benchmark.Trainer(derived.model, 1, derived.num_steps, config.train)
+        overrides_of[name] = overrides
         for batch in timed[:8]:  # compiles every bucket's shape (and warms up)
-            state, _ = step(state, layout.train_batch(batch))
-        jax.block_until_ready(state)
-        runs[name] = {"state": state, "step": step, "layout": layout, "overrides": overrides}
-
-    rounds = {name: [] for name in runs}
+            trainers[name].run(batch)
+        rounds[name] = []
     for _ in range(args.reps):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            for batch in timed:
-                run["state"], _ = run["step"](run["state"], run["layout"].train_batch(batch))
-            jax.block_until_ready(run["state"])
-            rounds[name].append(1000 * (time.perf_counter() - start) / len(timed))
-    first = min(rounds[next(iter(runs))])
+        for name, trainer in trainers.items():
+            seconds = sum(trainer.run(batch)[0] for batch in timed)
+            rounds[name].append(1000 * seconds / len(timed))
+    first = min(rounds[next(iter(trainers))])
     result = {"config": CONFIG, "steps": args.steps, "reps": args.reps,
-              "variants": {name: {"overrides": runs[name]["overrides"],
+              "variants": {name: {"overrides": overrides_of[name],
                                   "ms_per_step": [round(t, 2) for t in ms],
                                   "best_ms_per_step": round(min(ms), 2),
                                   "ratio_to_first": round(min(ms) / first, 3)}
