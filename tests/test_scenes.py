@@ -245,6 +245,19 @@ def test_scenes_builder_round_trip(tmp_path):
     assert sources.dataset_meta(cfg)["generator"] == scenes.GENERATOR_VERSION
 
 
+def test_scenes_builder_writes_splits_over_tfds_memory_limit(tmp_path, monkeypatch):
+    """Past TFDS's in-memory buffer (1 GB: about 80,000 scenes) its writer would spill through
+    TensorFlow's file API, which is not installed: a limit below one scene stands in for it."""
+    from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
+
+    monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 1000)  # bytes: less than one picture
+    cfg = make_cfg(tmp_path, name="scenes", train_size=6, valid_size=2, test_size=2, seed=3)
+    raw = sources.read_raw_splits(cfg)
+    expected = scenes.generate_splits({"train": 6, "valid": 2, "test": 2}, seed=3)
+    assert [p.tgt for p in raw["train"]] == [s.caption for s in expected["train"]]
+    assert shuffle.MAX_MEM_BUFFER_SIZE == 1000  # restored after preparing
+
+
 def _png(path, mode, size, colour):
     Image.new(mode, size, colour).save(path)
 

@@ -373,6 +373,22 @@ class Multi30k(_LocalBuilder):
             yield i, dict(zip(languages, pair))
 
 
+@contextlib.contextmanager
+def _unspilled_writes() -> Iterator[None]:
+    """TFDS's writer buffers a split in memory and spills it to temporary files through
+    TensorFlow's file API past 1 GB (more than about 80,000 scenes), which fails without
+    TensorFlow; the builders here keep the generation order (no shuffle), so the buffer is the
+    split itself: keep it in memory whatever its size."""
+    from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
+
+    limit = shuffle.MAX_MEM_BUFFER_SIZE
+    shuffle.MAX_MEM_BUFFER_SIZE = 1 << 62
+    try:
+        yield
+    finally:
+        shuffle.MAX_MEM_BUFFER_SIZE = limit
+
+
 def _prepared(make_builder: Callable[[], tfds.core.DatasetBuilder],
               manual_dir: str | None = None) -> tfds.core.DatasetBuilder:
     """`make_builder()` prepared as array_record (reused once prepared).
@@ -384,7 +400,7 @@ def _prepared(make_builder: Callable[[], tfds.core.DatasetBuilder],
     if not _is_prepared(builder):
         start = time.perf_counter()
         try:
-            with _quiet_tfds():
+            with _quiet_tfds(), _unspilled_writes():
                 builder.download_and_prepare(file_format="array_record",
                                              download_config=_download_config(manual_dir))
         except Exception:  # pylint: disable=broad-except
