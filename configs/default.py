@@ -56,7 +56,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model.scorer = "additive"
     model.flow = "bahdanau"  # 'bahdanau' (query s_{t-1}) | 'luong' (query s_t, h~ = tanh(W[c;s])).
     # What the annotations h_j come from: 'rnn' (source tokens) | 'cnn' (images: a grid of cells,
-    # attn_jax/model/image.py; the data must hold images).
+    # attn_jax/model/image.py; the data must hold images). Both families: with arch='transformer'
+    # the grid replaces the token embedding and its encoder layers run over the cells.
     model.encoder = "rnn"
     # Encoder 'cnn': the kernel (in cells, odd) of the first layer after the grid: 1 = each
     # annotation sees only its own cell's 14 pixels; 3 = also its 8 neighbours (30 pixels, centred).
@@ -68,17 +69,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # heads) after the per-cell layers, so each annotation sees the whole picture (counts need it);
     # with local_keys only the values get them. 0 = none.
     model.grid_layers = 0
-    # Encoder 'cnn': LayerNorm over channels after each stride-2 convolution (before its relu).
+    # Encoder 'cnn' (both families): LayerNorm over channels after each stride-2 convolution
+    # (before its relu).
     model.image_norm = False
-    # Encoder 'cnn': per-cell layers after the grid that also read a projection of their input's
-    # mean over the grid (the whole picture), so a cell can tell how many objects look like its
-    # own (counts). 0 = none; 1 = the first per-cell layer; n = and n - 1 more per-cell layers.
+    # Encoder 'cnn' (both families): per-cell layers after the grid that also read a projection
+    # of their input's mean over the grid (the whole picture), so a cell can tell how many
+    # objects look like its own (counts). 0 = none; 1 = the first per-cell layer; n = and n - 1
+    # more per-cell layers.
     model.global_pool = 0
     # Encoder 'cnn': layers of unnormalised (sigmoid) self-attention over the cells after the
     # per-cell layers: each cell reads a sum over the cells like it, not a mean, so it can count
     # them (attn_jax/model/image.py, CountLayer). 0 = none.
     model.count_layers = 0
-    # Encoder 'cnn': channels of the first stride-2 convolution (the second has twice as many,
+    # Encoder 'cnn' (both families): channels of the first stride-2 convolution (the second has twice as many,
     # the third the annotation size). 0 = derived: the annotation size // 4.
     model.image_width = 0
     model.cell = "gru"  # 'gru' | 'lstm' (encoder and decoder).
@@ -102,7 +105,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # additive kernel; GPU/TPU only). Values and gradients agree; README, "Attention kernels".
     model.attention_impl = "xla"
     # Transformer only (arch='transformer'; it also reads scorer (its cross-attention's score),
-    # num_heads, dropout, attention_impl and dtype). Setting these with arch='rnn' is an error.
+    # num_heads, dropout, attention_impl, dtype and, for images, encoder, image_norm, global_pool
+    # and image_width). Setting these with arch='rnn' is an error.
     model.layers = 2  # Encoder layers, and as many decoder layers.
     model.d_model = 0  # Embedding / residual size; 0 = derived: hidden_size. num_heads divides it.
     model.d_ff = 0  # Feed-forward inner size; 0 = derived: 4 * d_model.

@@ -1,6 +1,7 @@
-"""The image encoder (`model.encoder='cnn'`) in the RNN model: grid shapes, an all-real source
-mask, teacher-forced outputs equal to step-by-step decoding in both flows, and Xu et al.'s
-doubly stochastic penalty in the fused loss (value and gradient) against plain autodiff."""
+"""The image encoder (`model.encoder='cnn'`) in the RNN model and the Transformer: grid shapes,
+an all-real source mask, teacher-forced outputs equal to step-by-step decoding in both flows and
+in the Transformer, and Xu et al.'s doubly stochastic penalty in the fused loss (value and
+gradient) against plain autodiff."""
 
 import flax.linen
 import jax
@@ -10,6 +11,7 @@ import pytest
 
 from attn_jax.model import image, rnn
 from attn_jax.model import loss as loss_lib
+from attn_jax.model import transformer as tf
 
 SIZE = 32  # Pixels per side: a 4 x 4 grid keeps the tests fast.
 
@@ -217,6 +219,32 @@ def test_teacher_forced_equals_step_by_step(flow, scorer, encoder):
     np.testing.assert_allclose(aux["attention"].sum(-1), 1.0, atol=1e-5)
 
 
+def _transformer(scorer="additive", **image_options):
+    config = tf.TransformerConfig(src_vocab_size=1, tgt_vocab_size=12, layers=2, num_heads=2,
+                                  d_model=16, d_ff=32, scorer=scorer, encoder="cnn",
+                                  image_size=SIZE, **image_options).validate()
+    model = tf.Transformer(config)
+    return model, tf.init_params(model, jax.random.key(0), 1)
+
+
+@pytest.mark.parametrize("scorer,image_options", [
+    ("additive", {}), ("scaled_dot", {"image_norm": True, "global_pool": 1, "image_width": 4})])
+def test_transformer_reads_pictures(scorer, image_options):
+    """The Transformer's source is the CNN's grid: every cell real, no token embedding, and its
+    teacher-forced logits and per-layer, per-head cross-attention equal step-by-step decoding."""
+    model, params = _transformer(scorer, **image_options)
+    assert "src_embed" not in params and "image" in params
+    images, tgt_in, _ = _batch()
+    memory, _ = model.apply({"params": params}, images, method="encode")
+    cells = image.num_cells(SIZE)
+    assert all(m.mask.shape == (2, cells) and bool(m.mask.all()) for m in memory)
+    logits, aux = model.apply({"params": params}, images, tgt_in, all_heads=True)
+    ref_logits, ref_attention = tf.step_by_step(model, params, images, tgt_in)  # [B, T, L, H, S]
+    np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
+    np.testing.assert_allclose(aux["heads"], jnp.moveaxis(ref_attention, 1, 3), atol=1e-6)
+    assert aux["attention"].shape == (2, tgt_in.shape[1], cells)
+
+
 def test_doubly_stochastic_penalty_matches_autodiff():
     model, params = _model()
     images, tgt_in, tgt_out = _batch()
@@ -249,9 +277,11 @@ def test_doubly_stochastic_by_hand():
 @pytest.mark.parametrize("overrides,match", [
     ({"model.encoder": "cnn"}, "the data is text"),  # configs/default.py: text
     ({"data.name": "scenes"}, "encoder=cnn"),  # pictures need the CNN
-    ({"data.name": "scenes", "model.arch": "transformer"}, "arch=rnn --config.model.encoder=cnn"),
-    ({"data.name": "scenes", "model.encoder": "cnn", "model.arch": "transformer"},
-     "does not read encoder"),
+    ({"data.name": "scenes", "model.arch": "transformer"}, "set --config.model.encoder=cnn"),
+    ({"model.encoder": "cnn", "model.arch": "transformer"}, "the data is text"),
+    ({"model.image_norm": True, "model.arch": "transformer"}, "image_norm=False"),
+    ({"data.name": "scenes", "model.encoder": "cnn", "model.arch": "transformer",
+      "model.count_layers": 1}, "does not read count_layers"),
     ({"model.encoder": "grid"}, "valid: rnn, cnn"),
     ({"train.attention_penalty": 0.5, "model.arch": "transformer"}, "attention_penalty=0"),
     ({"train.attention_penalty": -1.0}, "must be >= 0"),

@@ -301,7 +301,8 @@ def test_decoding_past_the_cache_is_nan_not_silent():
 def test_from_config():
     model = ml_collections.ConfigDict(dict(
         scorer="additive", hidden_size=32, num_heads=4, dropout=0.1, dtype="float32",
-        attention_impl="xla", layers=3, d_model=0, d_ff=0, norm="post", tie_embeddings=True))
+        attention_impl="xla", layers=3, d_model=0, d_ff=0, norm="post", tie_embeddings=True,
+        encoder="rnn", image_norm=False, global_pool=0, image_width=0))
     c = tf.TransformerConfig.from_config(model, src_vocab_size=20, tgt_vocab_size=21,
                                          max_source_len=40)
     assert (c.d_model, c.d_ff, c.layers, c.num_heads, c.d_head) == (32, 128, 3, 4, 8)
@@ -311,6 +312,10 @@ def test_from_config():
     c = tf.TransformerConfig.from_config(model, src_vocab_size=20, tgt_vocab_size=21,
                                          max_source_len=40, max_decode_extra=4)
     assert (c.d_model, c.d_ff, c.max_decode_extra) == (24, 50, 4)
+    model.encoder, model.image_norm = "cnn", True  # pictures: the source length is the grid's
+    c = tf.TransformerConfig.from_config(model, src_vocab_size=1, tgt_vocab_size=21,
+                                         max_source_len=40, image_size=32)
+    assert (c.encoder, c.image_size, c.image_norm, c.max_source_len) == ("cnn", 32, True, 16)
 
 
 @pytest.mark.parametrize("fields, words", [

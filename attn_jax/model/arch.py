@@ -34,9 +34,8 @@ ARCHS: dict[str, Arch] = {
     "rnn": Arch(rnn.ModelConfig, rnn.Seq2Seq, rnn.init_params,
                 only=("flow", "cell", "embed_size", "encoder_hidden", "decoder_hidden",
                       "attention_size", "output_size", "encoder_layers", "bidirectional",
-                      "input_feeding", "encoder", "cell_kernel", "local_keys",
-                      "grid_layers", "image_norm", "global_pool", "count_layers",
-                      "image_width")),
+                      "input_feeding", "cell_kernel", "local_keys", "grid_layers",
+                      "count_layers")),
     "transformer": Arch(transformer.TransformerConfig, transformer.Transformer,
                         transformer.init_params,
                         only=("layers", "d_model", "d_ff", "norm", "tie_embeddings"),
@@ -82,18 +81,13 @@ def check_fields(model: Any, defaults: Mapping[str, Any]) -> None:
 def model_config(model: Any, *, src_vocab_size: int, tgt_vocab_size: int, max_source_len: int,
                  max_decode_extra: int, image_size: int = 0) -> Any:
     """The validated frozen config of `model.arch`'s family from the `config.model` ConfigDict.
-    image_size > 0: the sources are images of that size (the RNN's `model.encoder='cnn'`)."""
+    image_size > 0: the sources are images of that size (`model.encoder='cnn'`)."""
     arch = get(model.arch)
-    if arch.config is transformer.TransformerConfig:
-        if image_size:
-            raise ValueError("model.arch='transformer' reads text; for image data use "
-                             "--config.model.arch=rnn --config.model.encoder=cnn.")
-        extra = {"max_decode_extra": max_decode_extra}
-    else:
-        extra = {"image_size": image_size}
+    extra = ({"max_decode_extra": max_decode_extra}
+             if arch.config is transformer.TransformerConfig else {})
     return arch.config.from_config(model, src_vocab_size=src_vocab_size,
                                    tgt_vocab_size=tgt_vocab_size, max_source_len=max_source_len,
-                                   **extra)
+                                   image_size=image_size, **extra)
 
 
 def build(model_config: Any):

@@ -6,6 +6,11 @@ Notation: d = d_model, H = num_heads, d_h = d / H, L = layers (encoder and decod
     decoder:  y = √d E_tgt[tgt_in] + PE(t); L × [causal self-attention; cross-attention; FF]
     P(y_t) = softmax(y_t W_o + b_o)         (W_o = E_tgtᵀ with tied embeddings)
 
+Images (`model.encoder='cnn'`, image_size > 0): the source embedding is the RNN's image encoder
+(attn_jax/model/image.py: the CNN's grid of S cells with learned positions, `image_norm`,
+`global_pool` and `image_width` as there), then the same encoder stack over the cells (no
+padding); the decoder is unchanged, and its cross-attention maps are heatmaps over the grid.
+
 Each sub-layer is residual: pre-LN (default) x + drop(f(LN(x))), with a final LayerNorm after
 each stack; post-LN (the paper's) LN(x + drop(f(x))). PE is sinusoidal (sin at even, cos at odd
 features), computed for any position, so nothing limits the sentence length.
@@ -57,6 +62,7 @@ import jax.numpy as jnp
 
 from attn_jax.data.tokens import PAD
 from attn_jax.model import attention as attn_lib
+from attn_jax.model import image as image_lib
 from attn_jax.model import kernels
 from attn_jax.model import loss as loss_lib
 from attn_jax.model import rows as rows_lib
@@ -106,6 +112,13 @@ class TransformerConfig:
     # Default self-attention cache of `encode`: source length + this many target positions
     # (the harness decodes at most src.shape[1] + eval.max_decode_extra tokens).
     max_decode_extra: int = 10
+    # Images: "cnn" with image_size pixels per side (the sources are pictures [B, H, W, 3]); text:
+    # "rnn" (the config's name for token sources) and 0.
+    encoder: str = "rnn"
+    image_size: int = 0
+    image_norm: bool = False  # The image encoder's options (attn_jax/model/image.py).
+    global_pool: int = 0
+    image_width: int = 0
 
     @property
     def d_head(self) -> int:
@@ -157,6 +170,24 @@ class TransformerConfig:
                       "max_source_len"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"model {field} must be > 0, got {getattr(self, field)}.")
+        if self.encoder not in ("rnn", "cnn"):
+            raise ValueError(f"Unknown model.encoder {self.encoder!r}; valid: rnn (text), cnn "
+                             "(images) (--config.model.encoder=NAME).")
+        if (self.encoder == "cnn") != bool(self.image_size):
+            raise ValueError(
+                "model.encoder='cnn' reads images, but the data is text: use "
+                "--config.model.encoder=rnn." if self.image_size == 0 else
+                "The data holds images: set --config.model.encoder=cnn (the Transformer's "
+                "source embedding is then the CNN's grid of cells).")
+        if self.image_size:
+            image_lib.grid_shape(self.image_size)
+        if (self.image_norm or self.global_pool or self.image_width) and not self.image_size:
+            raise ValueError("model.image_norm, global_pool and image_width are the image "
+                             "encoder's; text runs take --config.model.image_norm=False "
+                             "--config.model.global_pool=0 --config.model.image_width=0.")
+        if self.global_pool < 0 or self.image_width < 0:
+            raise ValueError(f"model.global_pool and model.image_width must be >= 0, got "
+                             f"{self.global_pool} and {self.image_width}.")
         if self.max_decode_extra < 0:
             raise ValueError(f"max_decode_extra must be >= 0, got {self.max_decode_extra}.")
         if self.d_model % self.num_heads:
@@ -171,9 +202,11 @@ class TransformerConfig:
 
     @classmethod
     def from_config(cls, model: Any, *, src_vocab_size: int, tgt_vocab_size: int,
-                    max_source_len: int, max_decode_extra: int = 10) -> TransformerConfig:
+                    max_source_len: int, max_decode_extra: int = 10,
+                    image_size: int = 0) -> TransformerConfig:
         """From the `config.model` ConfigDict (configs/default.py comments every field).
-        d_model = 0: hidden_size (the RNN's one knob); d_ff = 0: 4 · d_model."""
+        d_model = 0: hidden_size (the RNN's one knob); d_ff = 0: 4 · d_model. image_size > 0:
+        the sources are pictures of that size (max_source_len becomes the grid's cells)."""
         d_model = model.d_model or model.hidden_size
         return cls(
             src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
@@ -181,8 +214,11 @@ class TransformerConfig:
             d_model=d_model, d_ff=model.d_ff or 4 * d_model,
             dropout=model.dropout, norm=model.norm, tie_embeddings=bool(model.tie_embeddings),
             scorer=model.scorer, attention_impl=model.attention_impl,
-            dtype=model.dtype, max_source_len=max_source_len,
-            max_decode_extra=max_decode_extra).validate()
+            dtype=model.dtype,
+            max_source_len=image_lib.num_cells(image_size) if image_size > 0 else max_source_len,
+            max_decode_extra=max_decode_extra, encoder=model.encoder, image_size=image_size,
+            image_norm=model.image_norm, global_pool=model.global_pool,
+            image_width=model.image_width).validate()
 
 
 # ------------------------------------------------------------------------- pure attention
@@ -437,8 +473,13 @@ class Transformer(nn.Module):
     def setup(self):
         c = self.config
         init = nn.initializers.normal(stddev=c.d_model ** -0.5)  # × √d at the input: unit scale
-        self.src_embed = nn.Embed(c.src_vocab_size, c.d_model, embedding_init=init,
-                                  name="src_embed")
+        if c.image_size:  # the grid's cells (with learned positions) are the source "tokens"
+            self.image_encoder = image_lib.ImageEncoder(
+                c.d_model, c.compute_dtype, norm=c.image_norm, global_pool=c.global_pool,
+                width=c.image_width, name="image")
+        else:
+            self.src_embed = nn.Embed(c.src_vocab_size, c.d_model, embedding_init=init,
+                                      name="src_embed")
         self.tgt_embed = nn.Embed(c.tgt_vocab_size, c.d_model, embedding_init=init,
                                   name="tgt_embed")
         self.encoder = [EncoderLayer(c, name=f"encoder_{i}") for i in range(c.layers)]
@@ -475,9 +516,15 @@ class Transformer(nn.Module):
         return getattr(self, norm)(x) if self.config.norm == "pre" else x
 
     def _encode(self, src, deterministic=True):
-        """src [B, S] -> (encoder output [B, S, d], per decoder layer its cross-attention Memory)."""
-        mask = src != PAD  # [B, S]
-        x = self._embed(self.src_embed, src, jnp.arange(src.shape[1]), deterministic)
+        """src [B, S] (images: [B, H, W, 3]) -> (encoder output [B, S, d], per decoder layer its
+        cross-attention Memory)."""
+        if self.config.image_size:  # every cell is real
+            _, x = self.image_encoder(src)  # [B, S, d]
+            mask = jnp.ones(x.shape[:2], bool)
+            x = self.dropout(x, deterministic=deterministic)
+        else:
+            mask = src != PAD  # [B, S]
+            x = self._embed(self.src_embed, src, jnp.arange(src.shape[1]), deterministic)
         for layer in self.encoder:
             x = layer(x, mask[:, None, :], deterministic)
         x = self._final(x, "encoder_norm")
@@ -488,11 +535,11 @@ class Transformer(nn.Module):
     def encode(self, src: jax.Array, deterministic: bool = True,
                extent: dict[str, jax.Array] | None = None, compact: bool = False,
                max_len: int | None = None):
-        """src [B, S] -> (memory, carry). memory: per decoder layer an `attention.Memory` (keys
-        and values [B, S, H, d_h], mask [B, S]); carry: the empty self-attention cache of
-        max_len positions (default S + max_decode_extra): {"pos": [B], "real": [B, M],
-        "layers": per decoder layer {"k", "v"} [B, M, H, d_h]}. extent and compact are the RNN's
-        loop bounds, unused here (all matmuls)."""
+        """src [B, S] (images: [B, H, W, 3]) -> (memory, carry). memory: per decoder layer an
+        `attention.Memory` (keys and values [B, S, H, d_h], mask [B, S]); carry: the empty
+        self-attention cache of max_len positions (default S + max_decode_extra): {"pos": [B],
+        "real": [B, M], "layers": per decoder layer {"k", "v"} [B, M, H, d_h]}. extent and
+        compact are the RNN's loop bounds, unused here (all matmuls)."""
         del extent, compact
         c = self.config
         _, memory = self._encode(src, deterministic)
@@ -583,14 +630,15 @@ class Transformer(nn.Module):
 
 
 def init_params(model: Transformer, rng: jax.Array, src_len: int):
-    """Parameters from a dummy source of length src_len: `encode` and one `decode_step` touch
-    every parameter (none depends on a length)."""
+    """Parameters from a dummy source of length src_len (images: a dummy picture): `encode` and
+    one `decode_step` touch every parameter (none depends on a length)."""
 
     def touch(mdl, src):
         memory, carry = mdl.encode(src, max_len=1)
-        return mdl.decode_step(carry, src[:, 0], memory)
+        return mdl.decode_step(carry, jnp.ones((1,), jnp.int32), memory)
 
-    src = jnp.ones((1, src_len), jnp.int32)
+    size = model.config.image_size
+    src = jnp.ones((1, size, size, 3), jnp.uint8) if size else jnp.ones((1, src_len), jnp.int32)
     return model.init({"params": rng}, src, method=touch)["params"]
 
 
