@@ -171,6 +171,19 @@ def test_sigterm_checkpoints_and_a_data4_checkpoint_resumes_on_one_device(four_d
     assert train_steps == sorted(set(train_steps))  # Nothing logged twice.
 
 
+def test_a_data4_run_translates_on_one_device(four_devices):
+    """`translate` (and `caption`) read a run saved on 4 devices in this 1-device process: its
+    newest checkpoint gives the running example the run's own final translation."""
+    from attn_jax import translate  # pylint: disable=g-import-not-at-top
+
+    assert jax.local_device_count() == 1
+    workdir = four_devices[0]["data4"]
+    with open(os.path.join(workdir, "results.json")) as f:
+        example = json.load(f)["running_example"]
+    translator = translate.Translator(workdir, best=False)  # eval.use_best=False: the last
+    assert translator.translate([example["src"]])[0].text == example["hyp"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

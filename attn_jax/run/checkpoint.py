@@ -76,6 +76,18 @@ def _barrier_prefix(kind: str) -> ocp.options.MultiprocessingOptions:
     return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=kind)
 
 
+def _target(leaf: Any) -> Any:
+    """A restore target for one state leaf: its shape, dtype and sharding. A leaf without a
+    sharding (`jax.eval_shape`'s, as `translate` builds) goes to this process's first device:
+    without one, orbax would put it back on the devices it was saved from, which a run saved on
+    2 devices and read on 1 does not have."""
+    target = ocp.utils.to_shape_dtype_struct(leaf)
+    if isinstance(target, jax.ShapeDtypeStruct) and target.sharding is None:
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        return jax.ShapeDtypeStruct(target.shape, target.dtype, sharding=device)
+    return target
+
+
 class Checkpoints:
 
     def __init__(self, workdir: str, keep: int):
@@ -115,7 +127,7 @@ class Checkpoints:
         steps = [s for s in steps if s is not None]
         if not steps:
             raise FileNotFoundError(f"No checkpoint to restore in {manager.directory}.")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
+        abstract = jax.tree.map(_target, state_like)
         skipped = []  # (step, why), newest first
         for step in steps:
             path = os.path.join(manager.directory, str(step))
