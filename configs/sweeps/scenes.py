@@ -12,8 +12,9 @@ Run locally from the repository root (2 trials at a time; rerun the same command
         --parallel=2 [--dry_run] [--only=scorer=dot]
     python -m attn_jax.report --sweep_dir=runs/scenes_sweep
 
-Budget (FIXED below, the same for every scorer): configs/scenes.py's own 8 epochs of 32 pictures
-(5,008 steps) as the cap, evaluating every 650 steps (about an epoch) on 500 valid scenes and
+Budget (FIXED below, the same for every scorer): 8 epochs of 32 pictures (5,008 steps; the
+config's own length when the kept trials ran, on one XLA device: two trials side by side, one per
+core) as the cap, evaluating every 650 steps (about an epoch) on 500 valid scenes and
 stopping earlier once 3 evaluations in a row gain no more than 0.2 BLEU; test metrics from the
 best checkpoint by valid BLEU.
 Produces one workdir per trial, named like `scorer=dot`, with results.json (BLEU, CIDEr, exact
@@ -30,6 +31,7 @@ from attn_jax.model.attention import COMPARED
 SCORERS = [*COMPARED, "uniform"]
 FIXED: dict[str, Any] = {
     "train.num_epochs": 8.0,
+    "mesh.cpu_devices": 0,  # one device per trial: the launcher runs two trials side by side
     "train.early_stop_patience": 3,
     "train.early_stop_min_delta": 0.2,
     "train.eval_every": 650,
