@@ -20,7 +20,8 @@ Trains 10 epochs with each batch split over two XLA CPU devices (mesh.cpu_device
 (test exact match >= 90%, pointing >= 0.90 in every seed) are not reached: exact match about
 two thirds (one seed in five far less), pointing over 0.90 in three seeds of five; what the
 config measures (exact match, pointing and CIDEr by number of objects, per seed, the uniform
-baseline, wall time) and why: experiments/scenes/README.md. Smoke run (seconds): --config=configs/scenes.py:tiny.
+baseline, wall time) and why: experiments/scenes/README.md. Smoke run (seconds):
+--config=configs/scenes.py:tiny.
 """
 
 import os
