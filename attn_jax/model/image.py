@@ -62,6 +62,44 @@ def receptive_field(cell_kernel: int = 1) -> int:
     return RECEPTIVE_FIELD + CELL * (cell_kernel - 1)
 
 
+# What a family's sources come from (`model.encoder`): 'rnn' (source tokens) | 'cnn' (pictures
+# [B, H, W, 3] through `ImageEncoder`, a grid of S cells).
+ENCODERS = ("rnn", "cnn")
+
+
+def check_source(encoder: str, image_size: int, family: str,
+                 options: dict[str, tuple[Any, Any]]) -> None:
+    """Both model families' source checks, a one-line ValueError naming the fix: `encoder` is a
+    key of ENCODERS, 'cnn' exactly when the data holds pictures (image_size > 0) of a size the
+    CNN can halve, and the image encoder's `options` (name -> (value, default)) at their defaults
+    for text. `family` names the model in the message ("RNN encoder", "Transformer")."""
+    if encoder not in ENCODERS:
+        raise ValueError(f"Unknown model.encoder {encoder!r}; valid: {', '.join(ENCODERS)} "
+                         "(--config.model.encoder=NAME).")
+    if encoder == "cnn" and not image_size:
+        raise ValueError("model.encoder='cnn' reads images, but the data is text: use "
+                         "--config.model.encoder=rnn, or image data (--config.data.name="
+                         "scenes or images:FOLDER).")
+    if encoder == "rnn" and image_size:
+        raise ValueError(f"The data holds images, which the {family} cannot read as tokens: "
+                         "set --config.model.encoder=cnn.")
+    if image_size:
+        grid_shape(image_size)
+    elif any(value != default for value, default in options.values()):
+        names = list(options)
+        raise ValueError(f"model.{', '.join(names[:-1])} and {names[-1]} are the image "
+                         "encoder's; text runs take "
+                         + " ".join(f"--config.model.{n}={d}" for n, (_, d) in options.items())
+                         + ".")
+
+
+def dummy_source(image_size: int, src_len: int) -> jax.Array:
+    """The one-example source a family's `init_params` traces: a picture, or src_len tokens."""
+    if image_size:
+        return jnp.ones((1, image_size, image_size, 3), jnp.uint8)
+    return jnp.ones((1, src_len), jnp.int32)
+
+
 def grid_shape(image_size: int) -> tuple[int, int]:
     """(H', W') of the annotation grid of a square image of `image_size` pixels."""
     if image_size <= 0 or image_size % CELL:

@@ -42,9 +42,6 @@ from attn_jax.model import rows as rows_lib
 from attn_jax.model.layers import CELLS, Cell, Linear, hidden, initial_carry
 
 FLOWS = ("bahdanau", "luong")
-# What the annotations h_j come from: 'rnn' (source tokens [B, S] through the embedding and the
-# RNN encoder) | 'cnn' (images [B, H, W, 3] through `attn_jax.model.image`, a grid of S cells).
-ENCODERS = ("rnn", "cnn")
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 
@@ -72,7 +69,7 @@ class ModelConfig:
     dropout: float = 0.0
     dtype: str = "float32"  # Matmul dtype: "float32" | "bfloat16" (parameters stay float32).
     attention_impl: str = "xla"  # attend_all: attention.IMPLS ("xla" | "chunked" | "pallas").
-    encoder: str = "rnn"  # ENCODERS: source tokens through an RNN, or images through a CNN.
+    encoder: str = "rnn"  # image.ENCODERS: source tokens through an RNN, or images through a CNN.
     image_size: int = 0  # Pixels per side of the images (encoder 'cnn'); 0 for text.
     cell_kernel: int = 1  # Encoder 'cnn': cells each annotation's per-cell layer sees (odd).
     local_keys: bool = False  # Encoder 'cnn': score per-cell keys, read the wider values.
@@ -109,18 +106,11 @@ class ModelConfig:
         if self.dtype not in DTYPES:
             raise ValueError(f"Unknown model dtype {self.dtype!r}; valid: {', '.join(DTYPES)} "
                              "(set --config.model.dtype=NAME).")
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"Unknown model.encoder {self.encoder!r}; valid: "
-                             f"{', '.join(ENCODERS)} (--config.model.encoder=NAME).")
-        if self.encoder == "cnn" and not self.image_size:
-            raise ValueError("model.encoder='cnn' reads images, but the data is text: use "
-                             "--config.model.encoder=rnn, or image data (--config.data.name="
-                             "scenes or images:FOLDER).")
-        if self.encoder == "rnn" and self.image_size:
-            raise ValueError("The data holds images, which the RNN encoder cannot read: set "
-                             "--config.model.encoder=cnn.")
-        if self.image_size:
-            image_lib.grid_shape(self.image_size)
+        image_lib.check_source(self.encoder, self.image_size, "RNN encoder", {
+            "cell_kernel": (self.cell_kernel, 1), "local_keys": (self.local_keys, False),
+            "grid_layers": (self.grid_layers, 0), "image_norm": (self.image_norm, False),
+            "global_pool": (self.global_pool, 0), "count_layers": (self.count_layers, 0),
+            "image_width": (self.image_width, 0)})
         if self.cell_kernel < 1 or self.cell_kernel % 2 == 0:
             raise ValueError(f"model.cell_kernel must be odd and >= 1 (1: each annotation sees "
                              f"its own cell; 3: its 3 x 3 neighbourhood, centred), got "
@@ -130,15 +120,6 @@ class ModelConfig:
         for field in ("global_pool", "count_layers", "image_width"):
             if getattr(self, field) < 0:
                 raise ValueError(f"model.{field} must be >= 0, got {getattr(self, field)}.")
-        if ((self.cell_kernel != 1 or self.local_keys or self.grid_layers or self.image_norm
-             or self.global_pool or self.count_layers or self.image_width)
-                and self.encoder != "cnn"):
-            raise ValueError("model.cell_kernel, local_keys, grid_layers, image_norm, "
-                             "global_pool, count_layers and image_width are the image encoder's; "
-                             "text runs take --config.model.cell_kernel=1 "
-                             "--config.model.local_keys=False --config.model.grid_layers=0 "
-                             "--config.model.image_norm=False --config.model.global_pool=0 "
-                             "--config.model.count_layers=0 --config.model.image_width=0.")
         if self.local_keys and self.cell_kernel == 1 and not self.grid_layers:
             raise ValueError("model.local_keys reads values that see more than the keys: set "
                              "--config.model.cell_kernel=3 (or more) or "
@@ -457,8 +438,7 @@ def init_params(model: Seq2Seq, rng: jax.Array, src_len: int):
         memory, carry = mdl.encode(src)
         return mdl.decode_step(carry, jnp.ones((1,), jnp.int32), memory)
 
-    size = model.config.image_size  # Images: a dummy picture (src_len does not apply).
-    src = jnp.ones((1, size, size, 3), jnp.uint8) if size else jnp.ones((1, src_len), jnp.int32)
+    src = image_lib.dummy_source(model.config.image_size, src_len)  # images: src_len unused
     return model.init({"params": rng}, src, method=touch)["params"]
 
 

@@ -170,21 +170,9 @@ class TransformerConfig:
                       "max_source_len"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"model {field} must be > 0, got {getattr(self, field)}.")
-        if self.encoder not in ("rnn", "cnn"):
-            raise ValueError(f"Unknown model.encoder {self.encoder!r}; valid: rnn (text), cnn "
-                             "(images) (--config.model.encoder=NAME).")
-        if (self.encoder == "cnn") != bool(self.image_size):
-            raise ValueError(
-                "model.encoder='cnn' reads images, but the data is text: use "
-                "--config.model.encoder=rnn." if self.image_size == 0 else
-                "The data holds images: set --config.model.encoder=cnn (the Transformer's "
-                "source embedding is then the CNN's grid of cells).")
-        if self.image_size:
-            image_lib.grid_shape(self.image_size)
-        if (self.image_norm or self.global_pool or self.image_width) and not self.image_size:
-            raise ValueError("model.image_norm, global_pool and image_width are the image "
-                             "encoder's; text runs take --config.model.image_norm=False "
-                             "--config.model.global_pool=0 --config.model.image_width=0.")
+        image_lib.check_source(self.encoder, self.image_size, "Transformer", {
+            "image_norm": (self.image_norm, False), "global_pool": (self.global_pool, 0),
+            "image_width": (self.image_width, 0)})
         if self.global_pool < 0 or self.image_width < 0:
             raise ValueError(f"model.global_pool and model.image_width must be >= 0, got "
                              f"{self.global_pool} and {self.image_width}.")
@@ -637,8 +625,7 @@ def init_params(model: Transformer, rng: jax.Array, src_len: int):
         memory, carry = mdl.encode(src, max_len=1)
         return mdl.decode_step(carry, jnp.ones((1,), jnp.int32), memory)
 
-    size = model.config.image_size
-    src = jnp.ones((1, size, size, 3), jnp.uint8) if size else jnp.ones((1, src_len), jnp.int32)
+    src = image_lib.dummy_source(model.config.image_size, src_len)
     return model.init({"params": rng}, src, method=touch)["params"]
 
 
